@@ -1,0 +1,243 @@
+"""Profiles: named YAML parameter sets (``profiles/<name>.yml``), validated on load.
+
+An unknown key or a value of the wrong type is a :class:`~skinlib.errors.SkinlibError`
+naming the key and the valid ones. Papermill parameters override single values with
+dotted keys (``train.epochs=3``) through :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from skinlib.errors import SkinlibError
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    data_dir: Optional[str] = None
+    image_size: int = 64
+    n_images: Optional[int] = 3000  # synthetic only
+    split: str = "by_lesion"  # or by_image
+    fractions: list[float] = field(default_factory=lambda: [0.70, 0.175, 0.125])
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    class_weights: bool = True
+    augment: bool = True
+    fine_tune_epochs: int = 0  # imagenet transfer learning: epochs with the base unfrozen
+    fine_tune_learning_rate: float = 1e-5
+    weights: Optional[str] = None  # "imagenet" or None
+    jit_compile: bool = True
+
+
+@dataclass
+class PoisoningConfig:
+    source_class: str = "nv"
+    target_class: str = "bkl"
+    fractions: list[float] = field(default_factory=lambda: [0.05, 0.10, 0.15, 0.20, 0.30, 0.45, 0.60])
+    epochs: Optional[int] = None  # None: the same schedule as exp0
+
+
+@dataclass
+class FGSMConfig:
+    eps: float = 2 / 255
+    eps_sweep: list[float] = field(default_factory=lambda: [0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255])
+    pgd_steps: int = 10
+    n_examples: int = 6
+
+
+@dataclass
+class UAPConfig:
+    norm: str = "inf"  # "inf" or "2"
+    eps: float = 8 / 255  # L-inf budget
+    zeta: float = 0.04  # L2 budget as a share of the mean image norm (Hirano et al.)
+    max_iter: int = 5  # ART passes over the training images
+    n_train_images: int = 1000
+    fast_batch_size: int = 64
+    fast_epochs: int = 5
+    fast_learning_rate: float = 0.005
+
+
+@dataclass
+class RetrainingConfig:
+    rounds: int = 5
+    epochs_per_round: int = 5
+    fraction: float = 0.5
+
+
+@dataclass
+class LLTConfig:
+    quality: int = 75
+    quality_sweep: list[int] = field(default_factory=lambda: [20, 50, 75, 90])
+    flip: str = "horizontal"
+
+
+@dataclass
+class Profile:
+    name: str = "default"
+    description: str = ""
+    seed: int = 0
+    models: list[str] = field(default_factory=lambda: ["resnet_small", "inception_small"])
+    bootstrap: int = 1000
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    poisoning: PoisoningConfig = field(default_factory=PoisoningConfig)
+    fgsm: FGSMConfig = field(default_factory=FGSMConfig)
+    uap: UAPConfig = field(default_factory=UAPConfig)
+    retraining: RetrainingConfig = field(default_factory=RetrainingConfig)
+    llt: LLTConfig = field(default_factory=LLTConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_value(key: str, value: Any, hint: Any) -> Any:
+    """Check (and lightly coerce) one value against its type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(key, value, args[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise SkinlibError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SkinlibError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SkinlibError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SkinlibError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise SkinlibError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise SkinlibError(f"{prefix or 'profile'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in valid:
+            raise SkinlibError(f"{full}: unknown key; valid keys: {', '.join(valid)}")
+        kwargs[key] = _check_value(full, value, hints[key])
+    return cls(**kwargs)
+
+
+def _validate(profile: Profile, origin: str) -> Profile:
+    from skinlib.labels import CLASSES
+
+    checks = [
+        (profile.data.split in ("by_lesion", "by_image"), "data.split", "must be by_lesion or by_image"),
+        (profile.data.image_size >= 16, "data.image_size", "must be at least 16"),
+        (len(profile.data.fractions) == 3 and abs(sum(profile.data.fractions) - 1) < 1e-6
+         and min(profile.data.fractions) > 0, "data.fractions", "must be three positive shares summing to 1"),
+        (profile.train.epochs >= 1, "train.epochs", "must be at least 1"),
+        (profile.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
+        (profile.train.weights in (None, "imagenet"), "train.weights", "must be imagenet or null"),
+        (profile.poisoning.source_class in CLASSES, "poisoning.source_class", f"must be one of {CLASSES}"),
+        (profile.poisoning.target_class in CLASSES, "poisoning.target_class", f"must be one of {CLASSES}"),
+        (all(0 <= f <= 1 for f in profile.poisoning.fractions), "poisoning.fractions", "must lie in [0, 1]"),
+        (profile.uap.norm in ("inf", "2"), "uap.norm", "must be inf or 2"),
+        (0 < profile.retraining.fraction <= 1, "retraining.fraction", "must lie in (0, 1]"),
+        (all(1 <= q <= 100 for q in [profile.llt.quality, *profile.llt.quality_sweep]), "llt.quality",
+         "must lie in 1..100"),
+        (profile.llt.flip in ("horizontal", "vertical", "none"), "llt.flip", "must be horizontal, vertical or none"),
+        (profile.bootstrap >= 0, "bootstrap", "must be 0 or more"),
+        (len(profile.models) >= 1, "models", "must name at least one model"),
+    ]
+    for ok, key, what in checks:
+        if not ok:
+            raise SkinlibError(f"{origin}: {key} {what}")
+    from skinlib.data import get_source
+    from skinlib.models import MODELS
+
+    get_source(profile.data.source)
+    for m in profile.models:
+        if m not in MODELS:
+            raise SkinlibError(f"{origin}: models: unknown model {m!r}; valid: {', '.join(MODELS)}")
+    return profile
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """``profiles/<name>.yml`` for a bare name, else the path given."""
+    p = Path(name_or_path)
+    if p.suffix in (".yml", ".yaml"):
+        return p
+    if not p.name or p.name != str(name_or_path) or p.name.startswith("."):
+        raise SkinlibError(f"--profile: {name_or_path!r} is not a profile name (use a name from profiles/ or a .yml path)")
+    return PROFILES_DIR / f"{p.name}.yml"
+
+
+def load_profile(name_or_path: str | Path, overrides: Optional[dict[str, Any]] = None,
+                 data_dir: Optional[str] = None) -> Profile:
+    """Load and validate a profile; ``data_dir`` (or ``SKINLIB_DATA_DIR``) fills ``data.data_dir``."""
+    path = profile_path(name_or_path)
+    if not path.is_file():
+        names = sorted(q.stem for q in PROFILES_DIR.glob("*.yml"))
+        raise SkinlibError(f"{path}: no such profile; available: {', '.join(names)}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise SkinlibError(f"{path}: not valid YAML ({first})") from None
+    if raw is None:
+        raw = {}
+    try:
+        profile = _build(Profile, raw, "")
+        if overrides:
+            profile = apply_overrides(profile, overrides)
+    except SkinlibError as exc:
+        raise SkinlibError(f"{path}: {exc}") from None
+    env_dir = os.environ.get("SKINLIB_DATA_DIR")
+    if data_dir is not None:
+        profile.data.data_dir = str(data_dir)
+    elif profile.data.data_dir is None and env_dir:
+        profile.data.data_dir = env_dir
+    return _validate(profile, str(path))
+
+
+def apply_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
+    """A copy of ``profile`` with dotted keys (``train.epochs``) replaced, type-checked."""
+    raw = profile.to_dict()
+    for dotted, value in overrides.items():
+        node = raw
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise SkinlibError(f"{dotted}: unknown key")
+            node = node[part]
+        if parts[-1] not in node:
+            raise SkinlibError(f"{dotted}: unknown key; valid keys: {', '.join(node)}")
+        node[parts[-1]] = value
+    return _build(Profile, raw, "")
