@@ -18,4 +18,12 @@ Where things live:
 - ``skinlib.pipeline``: ``skinlib run``: papermill execution, step cache, provenance.
 """
 
+import os as _os
+
+# TensorFlow 2.21's oneDNN CPU kernels crash (heap corruption) on some partial batches
+# here (e.g. 329 training images, batch 32), and make results depend on the batch
+# layout; the plain Eigen kernels are used instead. Must be set before TF is imported.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"

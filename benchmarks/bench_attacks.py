@@ -1,0 +1,226 @@
+"""Attack cost: ART's FGSM loop vs the one-gradient multi-eps FGSM, and ART's UAP vs the fast UAP.
+
+Measured side by side in one run, on one trained model and the same images:
+
+FGSM (``fgsm.csv``): ART ``FastGradientMethod`` called once per eps of the profile's
+sweep, against :func:`skinlib.attacks.fgsm`, which computes the gradient sign once and
+returns every eps (outputs checked identical). Repeats are interleaved; medians reported.
+
+UAP (``uap.csv``): ART ``UniversalPerturbation`` as the thesis ran it (FGSM inner
+attacker, ``uap.max_iter`` passes, ``uap.n_train_images`` training images, one image at a
+time), against :func:`skinlib.attacks.uap_fast` (minibatch sign-gradient ascent, compiled),
+(a) with the profile's fixed schedule and (b) stopped as soon as its flip rate on
+validation images reaches ART's final test flip rate plus a small margin
+(``--stop-margin``, 0.02: validation and test rates differ by sampling noise). Both are scored on
+the same held-out test images: ``test_flip_rate`` (prediction changed) and
+``test_error_rate`` (1 - accuracy under attack). ``speedup_vs_art`` = ART wall / wall.
+Wall times include tracing/compilation (cold calls, as a user meets them).
+
+The model is the profile's first model (``skinlib.models``) trained briefly on the profile's
+data; when the data or model layer is unavailable, a toy CNN on generated colour images
+(``skinlib.tf_backend.toy_model``) is used instead and the ``model`` column says so.
+
+Usage::
+
+    python benchmarks/bench_attacks.py --profile default
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "results" / "benchmarks"
+
+
+def _profile(name: str):
+    from skinlib.profiles import Profile, load_profile
+
+    try:
+        return load_profile(name)
+    except Exception as exc:
+        print(f"note: profile {name!r} unavailable ({exc}); using built-in defaults", file=sys.stderr)
+        return Profile()
+
+
+def setup(prof, args) -> dict:
+    """A trained model and train/val/test images (float32 in [0, 1])."""
+    size = args.size or prof.data.image_size
+    if args.model != "toy":
+        try:
+            from skinlib import models as M
+            from skinlib.data import load_dataset
+            from skinlib.split import split_dataset
+
+            name = prof.models[0] if args.model == "profile" else args.model
+            ds = load_dataset(prof.data.source, prof.data.data_dir, size, seed=prof.seed, n_images=prof.data.n_images)
+            idx = split_dataset(ds.labels, ds.lesion_ids, fractions=prof.data.fractions, by=prof.data.split,
+                                seed=prof.seed, predefined=ds.predefined_split)
+            tr, va, te = idx["train"], idx["val"], idx["test"]
+            model = M.build_model(name, size, seed=prof.seed)
+            t = time.perf_counter()
+            with tempfile.TemporaryDirectory() as work:
+                M.train_model(model, (ds.images[tr], ds.labels[tr]), (ds.images[va], ds.labels[va]), prof.train,
+                              work, seed=prof.seed, epochs=args.train_epochs, verbose=0)
+            print(f"trained {name} for {args.train_epochs} epochs in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            f = lambda i: ds.images[i].astype(np.float32) / 255  # noqa: E731
+            return {"model": model, "name": f"{name}:{prof.data.source}:{size}px", "x_tr": f(tr), "y_tr": ds.labels[tr],
+                    "x_va": f(va), "y_va": ds.labels[va], "x_te": f(te), "y_te": ds.labels[te]}
+        except Exception as exc:
+            print(f"note: profile model/data unavailable ({type(exc).__name__}: {exc}); using the toy model",
+                  file=sys.stderr)
+    from skinlib.tf_backend import toy_data, toy_model
+
+    x, y = toy_data(3000, size, seed=prof.seed)
+    model = toy_model(size, seed=prof.seed)
+    model.fit(x[:2000], y[:2000], epochs=max(args.train_epochs, 8), batch_size=32, verbose=0)
+    return {"model": model, "name": f"toy_cnn:{size}px", "x_tr": x[:2000], "y_tr": y[:2000], "x_va": x[2000:2500],
+            "y_va": y[2000:2500], "x_te": x[2500:], "y_te": y[2500:]}
+
+
+def bench_fgsm(env: dict, eps_list: list[float], repeats: int, n: int) -> list[dict]:
+    from art.attacks.evasion import FastGradientMethod
+
+    from skinlib import attacks, tf_backend
+
+    clf = tf_backend.art_classifier(env["model"])
+    x, y = env["x_te"][:n], env["y_te"][:n]
+    yh = tf_backend.one_hot(y)
+
+    def art_loop():
+        return {e: FastGradientMethod(clf, norm=np.inf, eps=e, batch_size=64).generate(x, yh) for e in eps_list}
+
+    def ours():
+        return attacks.fgsm(clf, x, y, eps_list, batch_size=64)
+
+    a, o = art_loop(), ours()  # warm-up, and the equality check
+    identical = all(np.array_equal(a[e], o[e]) for e in eps_list)
+    times = {"art_fgsm_per_eps": [], "skinlib_fgsm_multi_eps": []}
+    for _ in range(repeats):
+        for name, fn in (("art_fgsm_per_eps", art_loop), ("skinlib_fgsm_multi_eps", ours)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    base = statistics.median(times["art_fgsm_per_eps"])
+    return [{"method": name, "wall_s": round(statistics.median(ts), 4), "images": len(x), "n_eps": len(eps_list),
+             "eps_list": " ".join(f"{e:.6f}" for e in eps_list), "identical": identical,
+             "speedup_vs_art": round(base / statistics.median(ts), 2), "model": env["name"], "repeats": repeats}
+            for name, ts in times.items()]
+
+
+def bench_uap(env: dict, prof, args) -> list[dict]:
+    from skinlib import attacks, tf_backend
+
+    model = env["model"]
+    clf = tf_backend.art_classifier(model)
+    u = prof.uap
+    n_train = min(args.uap_train or u.n_train_images, len(env["x_tr"]))
+    x_tr, y_tr = env["x_tr"][:n_train], env["y_tr"][:n_train]
+    x_te, y_te = env["x_te"], env["y_te"]
+    x_mon = env["x_va"][:256]
+    budget = attacks.uap_budget(x_tr, u.norm, eps=u.eps, zeta=u.zeta if u.norm == "2" else None)
+    clean_te = tf_backend.predict_labels(model, x_te)
+
+    def scores(v):
+        adv = tf_backend.predict_labels(model, attacks.apply_perturbation(x_te, v))
+        return attacks.flip_rate(clean_te, adv), float(np.mean(adv != y_te))
+
+    rows = []
+    max_iter = args.art_passes or u.max_iter
+    print(f"ART UAP: {n_train} images x {max_iter} passes (this is the slow one) ...", file=sys.stderr)
+    v_art, info_art = attacks.uap_art(clf, x_tr, y_tr, norm=u.norm, eps=budget, max_iter=max_iter,
+                                      delta=args.art_delta, seed=prof.seed)
+    fr_art, er_art = scores(v_art)
+    wall_art = info_art["wall_s"]
+    rows.append({"method": "uap_art", "wall_s": wall_art, "train_images": n_train, "test_flip_rate": fr_art,
+                 "test_error_rate": er_art, "test_images": len(x_te), "eps": budget, "norm": u.norm,
+                 "schedule": f"{max_iter} passes max, delta={args.art_delta}, converged={info_art['converged']}",
+                 "stopped_early": info_art["converged"]})
+    print(f"  {wall_art:.1f} s, test flip rate {fr_art:.3f}", file=sys.stderr)
+
+    v, info = attacks.uap_fast(model, x_tr, y_tr, norm=u.norm, eps=budget, batch_size=u.fast_batch_size,
+                               epochs=u.fast_epochs, learning_rate=u.fast_learning_rate, seed=prof.seed)
+    fr, er = scores(v)
+    rows.append({"method": "uap_fast", "wall_s": info["wall_s"], "train_images": n_train, "test_flip_rate": fr,
+                 "test_error_rate": er, "test_images": len(x_te), "eps": budget, "norm": u.norm,
+                 "schedule": f"{u.fast_epochs} epochs x {info['steps'] // u.fast_epochs} steps, batch "
+                             f"{u.fast_batch_size}, lr {u.fast_learning_rate}", "stopped_early": False})
+
+    target = min(1.0, max(fr_art, 1e-6) + args.stop_margin)
+    v, info = attacks.uap_fast(model, x_tr, y_tr, norm=u.norm, eps=budget, batch_size=u.fast_batch_size,
+                               epochs=args.max_fast_epochs, learning_rate=u.fast_learning_rate, seed=prof.seed,
+                               x_monitor=x_mon, stop_at=target, check_every=1)
+    fr, er = scores(v)
+    rows.append({"method": "uap_fast_stop_at_art", "wall_s": info["wall_s"], "train_images": n_train,
+                 "test_flip_rate": fr, "test_error_rate": er, "test_images": len(x_te), "eps": budget, "norm": u.norm,
+                 "schedule": f"stop when val flip rate >= {target:.3f} (checked every step on {len(x_mon)} images); "
+                             f"{info['steps']} steps", "stopped_early": info["stopped_early"]})
+    for r in rows:
+        r["speedup_vs_art"] = round(wall_art / r["wall_s"], 1)
+        r["reaches_art"] = r["test_flip_rate"] >= fr_art - 1e-9
+        r["model"] = env["name"]
+        r["wall_s"] = round(r["wall_s"], 3)
+        r["test_flip_rate"] = round(r["test_flip_rate"], 4)
+        r["test_error_rate"] = round(r["test_error_rate"], 4)
+        r["eps"] = round(r["eps"], 6)
+    return rows
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--model", default="profile", help="'profile' (its first model), a registry name, or 'toy'")
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--train-epochs", type=int, default=3)
+    ap.add_argument("--fgsm-images", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--uap-train", type=int, default=None, help="ART/fast UAP training images (profile's)")
+    ap.add_argument("--art-passes", type=int, default=None, help="ART max_iter (profile's uap.max_iter)")
+    ap.add_argument("--art-delta", type=float, default=0.2, help="ART stop criterion (its default 0.2)")
+    ap.add_argument("--max-fast-epochs", type=int, default=50)
+    ap.add_argument("--stop-margin", type=float, default=0.02,
+                    help="stop the fast UAP at ART's test flip rate + this margin on validation images")
+    ap.add_argument("--skip", choices=["fgsm", "uap"], action="append", default=[])
+    ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+
+    prof = _profile(args.profile)
+    env = setup(prof, args)
+    from skinlib import tf_backend
+
+    acc = float(np.mean(tf_backend.predict_labels(env["model"], env["x_te"]) == env["y_te"]))
+    print(f"model {env['name']}: clean test accuracy {acc:.3f}; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    if "fgsm" not in args.skip:
+        rows = bench_fgsm(env, list(prof.fgsm.eps_sweep), args.repeats, args.fgsm_images)
+        _write(args.out_dir / "fgsm.csv", rows)
+        for r in rows:
+            print(f"{r['method']:24s} {r['wall_s']:8.3f} s  x{r['speedup_vs_art']:.2f}  identical {r['identical']}")
+    if "uap" not in args.skip:
+        rows = bench_uap(env, prof, args)
+        _write(args.out_dir / "uap.csv", rows)
+        for r in rows:
+            print(f"{r['method']:22s} {r['wall_s']:9.2f} s  flip {r['test_flip_rate']:.3f}  err "
+                  f"{r['test_error_rate']:.3f}  x{r['speedup_vs_art']:.1f}  reaches ART: {r['reaches_art']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Experiment 0: the operational classifiers
+#
+# **What it asks.** How well do the two model families classify the seven lesion
+# classes before any attack? These models are the targets of every later experiment.
+#
+# **Parameters.** The profile's models, epochs, batch size (32, as in the thesis),
+# class weights (inverse frequency) and learning rate; override any of them with
+# papermill, e.g. `-p epochs 20`.
+#
+# **Thesis.** Tables 4.1 and 4.2, figures 4.1-4.3.
+
+# %% tags=["parameters"]
+profile = "default"
+data_dir = None
+results_dir = None
+epochs = None
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown, display
+
+from skinlib import experiments, plots
+from skinlib.context import open_run
+from skinlib.pages import confusions, health_confusions, labels, pct, show, thesis_rows, value
+from skinlib.report import glue_metrics, metrics_table
+
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"train.epochs": epochs})
+display(run.banner())
+
+# %% tags=["hide-output"]
+outcomes = experiments.exp0_classifier(run)
+results = run.save_results("exp0_classifier")
+
+# %% [markdown]
+# ## Training curves (thesis figure 4.1)
+
+# %% tags=["hide-input"]
+show(run, plots.training_curves({m: o.history for m, o in outcomes.items()}), "exp0_training_curves")
+
+# %% [markdown]
+# ## Confusion matrices (thesis figures 4.2 and 4.3)
+
+# %% tags=["hide-input"]
+y = run.y("test")
+preds = {m: o.predictions["clean"] for m, o in outcomes.items()}
+show(run, plots.confusion_matrices(confusions(y, preds), labels(), "Test set, clean"), "exp0_confusion")
+show(run, plots.health_confusions(health_confusions(y, preds)), "exp0_health_confusion")
+
+# %% [markdown]
+# ## Model and health metrics (thesis tables 4.1 and 4.2)
+#
+# Values with their 95% bootstrap intervals over test images; health metrics under the
+# clinical grouping (malignant = mel, bcc, akiec) and under the thesis's grouping.
+
+# %% tags=["hide-input"]
+display(metrics_table(results, metrics=["accuracy", "macro_recall", "macro_specificity"], grouping=None))
+display(metrics_table(results, metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"],
+                      index=["model", "grouping"], grouping=None))
+glue_metrics(results[results["grouping"].isin(["", "clinical"])], "exp0")
+
+# %% [markdown]
+# ## Beside the thesis
+
+# %% tags=["hide-input"]
+thesis_rows(run, results, ["4.1", "4.2"])
+
+# %% [markdown]
+# ## Reading
+
+# %% tags=["hide-input"]
+lines = []
+for m in outcomes:
+    acc = value(results, model=m, metric="accuracy")
+    rec = value(results, model=m, metric="macro_recall")
+    fnr = value(results, model=m, metric="fnr", grouping="clinical")
+    lines.append(f"- **{m}**: accuracy {pct(acc)}, macro recall {pct(rec)}; it misses {pct(fnr)} of the "
+                 "malignant test images (clinical FNR).")
+display(Markdown("On this run:\n\n" + "\n".join(lines) + "\n\nThe gap between accuracy and macro recall "
+                 "measures how much the accuracy owes to the majority class (nevi)."))

@@ -1,0 +1,88 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Experiment 1: label-flip poisoning
+#
+# **What it asks.** If an attacker relabels part of the training images of class `nv`
+# (melanocytic nevus) as `bkl` (benign keratosis), how much does the retrained model
+# suffer, and where?
+#
+# **Parameters.** `poisoning.fractions` (share of nv training images flipped; the
+# thesis used 5-60%), `poisoning.epochs` (the schedule of every point of the sweep,
+# the clean point included, so the curve compares like with like).
+#
+# **Thesis.** Figures 4.5 and 4.6 (no table).
+
+# %% tags=["parameters"]
+profile = "default"
+data_dir = None
+results_dir = None
+fractions = None
+epochs = None
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown, display
+
+from skinlib import experiments, plots
+from skinlib.context import open_run
+from skinlib.labels import CLASSES
+from skinlib.pages import pct, show, value
+
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
+               overrides={"poisoning.fractions": fractions, "poisoning.epochs": epochs})
+display(run.banner())
+cfg = run.profile.poisoning
+display(Markdown(f"Schedule of every point: {cfg.epochs or run.profile.train.epochs} epochs "
+                 f"(experiment 0 used {run.profile.train.epochs})."))
+
+# %% tags=["hide-output"]
+outcomes = experiments.exp1_poisoning(run)
+results = run.save_results("exp1_poisoning")
+
+# %% [markdown]
+# ## The poisoned training set (thesis figure 4.5)
+
+# %% tags=["hide-input"]
+import numpy as np
+
+top = max(cfg.fractions)
+before = dict(zip(CLASSES, np.bincount(run.y("train"), minlength=7).tolist()))
+after = dict(zip(CLASSES, np.bincount(experiments.poisoned_labels(run, top), minlength=7).tolist()))
+show(run, plots.class_histogram(before, after, f"Training labels before / after flipping {top:.0%} of nv to bkl"),
+     "exp1_class_histogram")
+
+# %% [markdown]
+# ## Metrics against the poisoned fraction (thesis figure 4.6)
+
+# %% tags=["hide-input"]
+clinical = results[results["grouping"].isin(["", "clinical"])]
+show(run, plots.metric_curves(clinical, x="param", metrics=["accuracy", "macro_recall", "recall_nv", "recall_bkl"],
+                              xlabel="fraction of nv training images relabelled bkl"), "exp1_model_metrics")
+show(run, plots.metric_curves(clinical, x="param", metrics=["sensitivity", "npv", "fnr", "health_accuracy"],
+                              xlabel="fraction of nv training images relabelled bkl"), "exp1_health_metrics")
+
+# %% [markdown]
+# ## Reading
+
+# %% tags=["hide-input"]
+lines = []
+for m in outcomes:
+    p0, p1 = experiments.fmt_param(0.0), experiments.fmt_param(top)
+    lines.append(f"- **{m}**: recall of nv {pct(value(results, model=m, param=p0, metric='recall_nv'))} clean, "
+                 f"{pct(value(results, model=m, param=p1, metric='recall_nv'))} at {top:.0%} flipped; recall of bkl "
+                 f"{pct(value(results, model=m, param=p0, metric='recall_bkl'))} -> "
+                 f"{pct(value(results, model=m, param=p1, metric='recall_bkl'))}; accuracy "
+                 f"{pct(value(results, model=m, param=p0, metric='accuracy'))} -> "
+                 f"{pct(value(results, model=m, param=p1, metric='accuracy'))}.")
+display(Markdown("On this run:\n\n" + "\n".join(lines)))

@@ -1,0 +1,5 @@
+import sys
+
+from skinlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""The ``skinlib`` command line (see DESIGN.md, "Command line").
+
+- ``skinlib run --profile NAME [--data-dir PATH] [--only EXP ...] [--force]``
+- ``skinlib data check --source SOURCE --data-dir PATH [--size PX]``
+- ``skinlib book --profile NAME``: publish a profile's executed notebooks into ``book/``.
+
+Bad input prints one line on stderr naming the file or key, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from skinlib.errors import SkinlibError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skinlib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="execute the experiments of a profile")
+    run.add_argument("--profile", required=True, help="profile name (profiles/NAME.yml) or a .yml path")
+    run.add_argument("--data-dir", default=None, help="data folder (else SKINLIB_DATA_DIR or the profile's)")
+    run.add_argument("--only", nargs="+", metavar="EXP", help="run only these experiments/pages")
+    run.add_argument("--force", action="store_true", help="recompute every step instead of reusing the cache")
+    run.add_argument("--no-publish", action="store_true", help="do not copy the notebooks into book/")
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate a dataset and print its counts and split")
+    check.add_argument("--source", required=True)
+    check.add_argument("--data-dir", default=None)
+    check.add_argument("--size", type=int, default=64, help="decode size in px (default 64)")
+    check.add_argument("--split", default="by_lesion", choices=["by_lesion", "by_image"])
+    check.add_argument("--seed", type=int, default=0)
+
+    book = sub.add_parser("book", help="publish a profile's executed notebooks into book/")
+    book.add_argument("--profile", required=True)
+    return parser
+
+
+def data_check(source: str, data_dir: Optional[str], size: int = 64, split: str = "by_lesion",
+               seed: int = 0) -> str:
+    """Load ``source`` and describe it: counts per class, lesions, sizes, split sizes."""
+    import numpy as np
+
+    from skinlib.data import get_source, load_dataset
+    from skinlib.labels import CLASSES, GROUPINGS
+    from skinlib.split import split_dataset
+
+    info = get_source(source)
+    if info.needs_data_dir and data_dir is None:
+        data_dir = os.environ.get("SKINLIB_DATA_DIR")
+    ds = load_dataset(source, data_dir, size, seed=seed)
+    counts = ds.class_counts()
+    lines = [f"source: {source} ({info.description})", f"license: {info.license}",
+             f"images: {len(ds)}   lesions: {len(np.unique(ds.lesion_ids))}   "
+             f"decoded size: {ds.images.shape[1]}x{ds.images.shape[2]} px"]
+    if "original_sizes" in ds.meta:
+        lines.append(f"original sizes: {ds.meta['original_sizes']}")
+    lines.append("class counts:")
+    for c in CLASSES:
+        lines.append(f"  {c:6s} {counts[c]:6d}  ({counts[c] / max(len(ds), 1):6.1%})")
+    for name, positive in GROUPINGS.items():
+        n_pos = sum(counts[c] for c in positive)
+        lines.append(f"grouping {name}: positive {sorted(positive)} = {n_pos} ({n_pos / max(len(ds), 1):.1%})")
+    splits = split_dataset(ds.labels, ds.lesion_ids, by=split, seed=seed, predefined=ds.predefined_split)
+    sizes = "  ".join(f"{k} {len(v)} ({len(v) / len(ds):.1%})" for k, v in splits.items())
+    lines.append(f"split ({split}, seed {seed}): {sizes}")
+    sets = {k: set(ds.lesion_ids[v]) for k, v in splits.items()}
+    shared = (sets["train"] & sets["val"]) | (sets["train"] & sets["test"]) | (sets["val"] & sets["test"])
+    lines.append(f"lesions in more than one split: {len(shared)}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from skinlib.pipeline import run
+
+            prov = run(args.profile, data_dir=args.data_dir, only=args.only, force=args.force,
+                       publish=not args.no_publish)
+            failed = [p for p, r in prov.get("experiments", {}).items()
+                      if r.get("status") == "failed" and (not args.only or p in args.only)]
+            if failed:
+                print(f"skinlib: failed: {', '.join(failed)} (see results/{prov['profile']}/failed/)",
+                      file=sys.stderr)
+                return 1
+            return 0
+        if args.command == "data":
+            print(data_check(args.source, args.data_dir, args.size, args.split, args.seed))
+            return 0
+        if args.command == "book":
+            from skinlib.pipeline import publish_book
+
+            for path in publish_book(args.profile):
+                print(path)
+            return 0
+    except SkinlibError as exc:
+        print(f"skinlib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skinlib: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

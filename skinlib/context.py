@@ -1,0 +1,187 @@
+"""The run context a notebook opens: profile, data, split, cached models, results.
+
+A notebook's first code cell is ``run = open_run(profile, data_dir=..., results_dir=...,
+overrides={...})``; everything else it shows comes from calls on ``run`` and on the
+experiment functions of :mod:`skinlib.experiments`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from skinlib import data as data_module
+from skinlib import split as split_module
+from skinlib.data import Dataset, load_dataset
+from skinlib.paths import cache_root, results_dir as default_results_dir
+from skinlib.profiles import Profile, load_profile
+from skinlib.steps import StepCache
+
+
+@dataclass
+class Run:
+    """One profile's data, split, step cache and the results rows being collected."""
+
+    profile: Profile
+    results_dir: Path
+    dataset: Dataset
+    splits: dict[str, np.ndarray]
+    cache: StepCache
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- data ---------------------------------------------------------------------------
+    def x(self, part: str) -> np.ndarray:
+        """uint8 images of split ``part`` (train, val, test)."""
+        return self.dataset.images[self.splits[part]]
+
+    def y(self, part: str) -> np.ndarray:
+        return self.dataset.labels[self.splits[part]]
+
+    def x01(self, part: str) -> np.ndarray:
+        """float32 images in [0, 1] of split ``part`` (the attacks' pixel space)."""
+        return self.x(part).astype(np.float32) / 255.0
+
+    @property
+    def data_key(self) -> dict[str, Any]:
+        """What identifies the data and split in step keys."""
+        d = self.profile.data
+        key = {"source": d.source, "image_size": d.image_size, "split": d.split,
+               "fractions": d.fractions, "seed": self.profile.seed}
+        if d.source == "synthetic":
+            key["n_images"] = d.n_images
+        else:
+            key["data_dir"] = str(Path(d.data_dir).resolve()) if d.data_dir else None
+            key["n_images_found"] = len(self.dataset)
+        return key
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.profile.data.source == "synthetic"
+
+    # -- models ---------------------------------------------------------------------------
+    def classifier(self, model_name: str, *, train_labels: Optional[np.ndarray] = None, tag: str = "clean",
+                   epochs: Optional[int] = None):
+        """The model ``model_name`` trained on this run's training split (cached step).
+
+        ``train_labels`` replaces the training labels (label-flip poisoning); ``tag`` and
+        ``epochs`` name and size the schedule. Returns ``(model, history)``.
+        """
+        from skinlib import models
+
+        labels = self.y("train") if train_labels is None else np.asarray(train_labels)
+        params = {"step": "train", "model": model_name, "data": self.data_key, "train": vars(self.profile.train),
+                  "tag": tag, "epochs": epochs or self.profile.train.epochs,
+                  "labels_sha": hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest()[:16]}
+
+        def compute(folder: Path) -> None:
+            model = models.build_model(model_name, self.profile.data.image_size, weights=self.profile.train.weights,
+                                       seed=self.profile.seed)
+            weights = split_module.class_weights(labels) if self.profile.train.class_weights else None
+            models.train_model(model, (self.x("train"), labels), (self.x("val"), self.y("val")),
+                               self.profile.train, folder / "work", class_weight=weights,
+                               seed=self.profile.seed, epochs=epochs)
+            models.save_model(model, folder / "model.keras")
+            history = folder / "work" / "history.json"
+            if history.is_file():
+                os.replace(history, folder / "history.json")
+
+        folder = self.cache.run("model", params, compute, modules=self._code_modules())
+        return self.load_step_model(folder)
+
+    def load_step_model(self, folder: Path):
+        from skinlib import models
+
+        history_path = folder / "history.json"
+        history = json.loads(history_path.read_text()) if history_path.is_file() else {}
+        return models.load_model(folder / "model.keras"), history
+
+    def _code_modules(self) -> list:
+        from skinlib import models
+
+        mods = [models, split_module, data_module]
+        if self.is_synthetic:
+            from skinlib.data import synthetic
+
+            mods.append(synthetic)
+        return mods
+
+    # -- results ---------------------------------------------------------------------------
+    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray, *, experiment: str, model: str,
+                 attack: str = "none", defence: str = "none", setting: str = "clean", param: str = "",
+                 y_pred_clean: Optional[np.ndarray] = None) -> list[dict[str, Any]]:
+        """Every metric of DESIGN.md for one case, as tidy rows (also kept in ``self.rows``)."""
+        from skinlib.metrics import evaluate
+        from skinlib.results import metric_rows
+
+        rows = metric_rows(
+            evaluate(y_true, y_pred, y_pred_clean=y_pred_clean, n_boot=self.profile.bootstrap,
+                     seed=self.profile.seed),
+            profile=self.profile.name, experiment=experiment, model=model, attack=attack, defence=defence,
+            setting=setting, param=param)
+        self.rows.extend(rows)
+        return rows
+
+    def save_results(self, experiment: str):
+        """Write ``<results_dir>/<experiment>.csv`` atomically; return it as a DataFrame."""
+        from skinlib.results import read_results, write_results
+
+        path = self.results_dir / f"{experiment}.csv"
+        write_results(path, [r for r in self.rows if r["experiment"] == experiment])
+        return read_results(path)
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Save ``fig`` as ``<results_dir>/figures/<name>.png`` (written whole, then renamed)."""
+        from skinlib.paths import safe_name
+
+        folder = self.results_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{safe_name(name, 'figure name')}.png"
+        tmp = folder / f".{path.name}.tmp.png"
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+        return path
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        """Write ``<results_dir>/<name>`` as JSON (whole, then renamed)."""
+        from skinlib.paths import safe_name
+
+        path = self.results_dir / safe_name(name, "file name")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, path)
+        return path
+
+    def banner(self):
+        """A Markdown banner naming the profile and the dataset behind this page's numbers."""
+        from IPython.display import Markdown
+
+        from skinlib.report import banner
+
+        return Markdown(banner(self.profile.name, self.profile.data.source, len(self.dataset)))
+
+
+def open_run(profile: str = "default", *, data_dir: Optional[str] = None, results_dir: Optional[str] = None,
+             overrides: Optional[dict[str, Any]] = None) -> Run:
+    """Open a profile for a notebook: validate it, load the data, split it, seed everything.
+
+    ``overrides`` maps dotted profile keys to values (``{"fgsm.eps": 4/255}``); ``None``
+    values are ignored, so a notebook can pass its papermill parameters straight through.
+    """
+    import keras
+
+    chosen = {k: v for k, v in (overrides or {}).items() if v is not None}
+    prof = load_profile(profile, overrides=chosen, data_dir=data_dir)
+    keras.utils.set_random_seed(prof.seed)
+    ds = load_dataset(prof.data.source, prof.data.data_dir, prof.data.image_size, seed=prof.seed,
+                      n_images=prof.data.n_images, cache_dir=cache_root() / "datasets")
+    splits = split_module.split_dataset(ds.labels, ds.lesion_ids, fractions=tuple(prof.data.fractions),
+                                        by=prof.data.split, seed=prof.seed, predefined=ds.predefined_split)
+    out = Path(results_dir) if results_dir else default_results_dir(prof.name)
+    out.mkdir(parents=True, exist_ok=True)
+    return Run(profile=prof, results_dir=out, dataset=ds, splits=splits, cache=StepCache())

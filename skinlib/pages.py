@@ -1,0 +1,68 @@
+"""Small display helpers shared by the book's notebooks (figures, tables, thesis rows)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from skinlib.context import Run
+from skinlib.labels import CLASSES
+from skinlib.models import MODELS
+
+
+def show(run: Run, fig, name: str) -> None:
+    """Save ``fig`` under the run's figures and display it once."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    run.save_figure(fig, name)
+    display(fig)
+    plt.close(fig)
+
+
+def model_map(run: Run) -> dict[str, str]:
+    """Our model names -> the thesis model of the same family (resnet50 / inceptionv3)."""
+    return {m: MODELS[m].thesis_name for m in run.profile.models}
+
+
+def thesis_rows(run: Run, results: pd.DataFrame, tables: Sequence[str], *,
+                param_filter: Optional[dict[str, Any]] = None) -> pd.DataFrame:
+    """The thesis's numbers of ``tables`` beside ours (percent), or a note when unavailable."""
+    from skinlib.report import load_thesis_tables, thesis_comparison
+
+    thesis = load_thesis_tables()
+    if thesis.empty:
+        return pd.DataFrame({"note": ["thesis tables not found (set SKINLIB_THESIS_TABLES)"]})
+    thesis = thesis[thesis["table"].astype(str).isin(list(tables))]
+    return thesis_comparison(results, thesis, model_map=model_map(run), param_filter=param_filter)
+
+
+def confusions(y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from skinlib.metrics import confusion
+
+    return {name: confusion(y_true, pred, normalize="true") for name, pred in predictions.items()}
+
+
+def health_confusions(y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    from skinlib.labels import GROUPINGS
+    from skinlib.metrics import health_confusion
+
+    return {name: {g: health_confusion(y_true, pred, g) for g in GROUPINGS} for name, pred in predictions.items()}
+
+
+def value(results: pd.DataFrame, **where: Any) -> float:
+    """The single value of ``results`` matching ``where`` (column=value), NaN if none."""
+    rows = results
+    for col, val in where.items():
+        rows = rows[rows[col].astype(str) == str(val)]
+    return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+
+
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
+def labels() -> list[str]:
+    return list(CLASSES)

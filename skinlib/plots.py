@@ -1,0 +1,678 @@
+"""The book's figures: every function returns a :class:`matplotlib.figure.Figure`.
+
+All figures share one seaborn theme (:func:`set_theme`: white grid, the colour-blind
+safe ``colorblind`` palette, sequential ``Blues`` for matrices), are sized for a book
+page (at most :data:`PAGE_WIDTH` inches wide) and show classes in DESIGN.md order
+(``akiec, bcc, bkl, df, mel, nv, vasc``). The figure functions apply the theme only
+while they draw (they do not change global settings); call :func:`set_theme` once in
+a notebook to give other plots the same look.
+
+Examples:
+    >>> import numpy as np
+    >>> fig = confusion_matrices({"resnet": np.eye(7) * 5}, list(CLASSES), "Clean test set")
+    >>> len(fig.axes)
+    1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import textwrap
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from cycler import cycler
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from skinlib.errors import SkinlibError
+from skinlib.labels import CLASS_INDEX, CLASS_NAMES, CLASSES, GROUPINGS
+from skinlib.report import (
+    check_unique,
+    filter_grouping,
+    is_health_metric,
+    metric_label,
+    ordered_metrics,
+    param_matches,
+    param_value,
+    tidy,
+)
+
+PAGE_WIDTH = 10.0  # inches; Jupyter Book scales figures to the text width
+PALETTE = "colorblind"
+MATRIX_CMAP = "Blues"
+#: Vermillion and bluish green of the colour-blind palette: wrong / right predictions.
+WRONG_COLOUR = sns.color_palette(PALETTE)[3]
+RIGHT_COLOUR = sns.color_palette(PALETTE)[2]
+
+#: Per health grouping: (negative name, positive name, axis-label note).
+GROUPING_TEXT: dict[str, tuple[str, str, str]] = {
+    "clinical": ("benign", "malignant", "malignant/benign"),
+    "thesis": ("healthy", "cancerous", "cancerous/healthy as in the thesis"),
+}
+#: The recap's stages (thesis figs. 5.1/5.2): label and defence (None: clean, no attack).
+RECAP_STAGES: tuple[tuple[str, Optional[str]], ...] = (
+    ("clean", None),
+    ("attacked", "none"),
+    ("+ retraining", "retraining"),
+    ("+ LLT", "llt"),
+    ("+ retraining\n+ LLT", "retraining+llt"),
+)
+
+
+def _theme_rc() -> dict[str, Any]:
+    rc: dict[str, Any] = {}
+    rc.update(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.85))
+    rc.update({
+        "axes.prop_cycle": cycler(color=sns.color_palette(PALETTE)),
+        "figure.constrained_layout.use": True,
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "axes.titleweight": "bold",
+        "image.cmap": MATRIX_CMAP,
+    })
+    return rc
+
+
+def set_theme() -> None:
+    """Apply the book's theme globally (seaborn whitegrid, colour-blind palette)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font_scale=0.85)
+    mpl.rcParams.update(_theme_rc())
+
+
+@contextlib.contextmanager
+def _themed() -> Iterator[None]:
+    with mpl.rc_context(_theme_rc()):
+        yield
+
+
+def _new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout figure outside pyplot's registry (so notebooks show it once)."""
+    fig = Figure(figsize=(min(figsize[0], PAGE_WIDTH), figsize[1]), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` (PNG, or the format of the suffix), creating folders; returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p)
+    return p
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def row_normalise(cm: np.ndarray) -> np.ndarray:
+    """Each row divided by its sum (recall per true class); NaN for rows without images."""
+    cm = np.asarray(cm, dtype=float)
+    sums = cm.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums > 0, cm / np.where(sums > 0, sums, 1), np.nan)
+
+
+def _to_unit(images: np.ndarray) -> np.ndarray:
+    """Images as floats in [0, 1] (uint8 scaled by 1/255)."""
+    a = np.asarray(images)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    return np.clip(a.astype(np.float32), 0.0, 1.0)
+
+
+def _as_delta(delta: np.ndarray) -> np.ndarray:
+    a = np.asarray(delta)
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.float32) / 255.0  # integer deltas are in pixel levels
+    return a.astype(np.float32)
+
+
+def amplify(delta: np.ndarray, eps: Optional[float] = None) -> tuple[np.ndarray, float]:
+    """Map a perturbation from ``[-eps, eps]`` to ``[0, 1]`` (0 -> mid grey) to make it visible.
+
+    ``eps`` defaults to the largest absolute value of ``delta``. Returns the image and eps.
+    """
+    d = _as_delta(delta)
+    if eps is None:
+        eps = float(np.max(np.abs(d))) if d.size else 0.0
+    if eps <= 0:
+        return np.full(d.shape, 0.5, dtype=np.float32), 0.0
+    return np.clip(d / (2 * eps) + 0.5, 0.0, 1.0), float(eps)
+
+
+def _class_indices(labels: Any, names: Sequence[str] = CLASSES) -> np.ndarray:
+    """Class indices from indices, one-hot/probability rows or class names."""
+    a = np.asarray(labels)
+    if a.ndim == 2:
+        return a.argmax(axis=1)
+    if a.dtype.kind in "USO":
+        lookup = {n: i for i, n in enumerate(names)}
+        try:
+            return np.array([lookup[str(x)] for x in a], dtype=int)
+        except KeyError as exc:
+            raise SkinlibError(f"unknown class name {exc.args[0]!r}; valid: {', '.join(names)}") from None
+    idx = a.astype(int)
+    if idx.size and (idx.min() < 0 or idx.max() >= len(names)):
+        raise SkinlibError(f"class index out of range 0..{len(names) - 1}: {idx.min()}..{idx.max()}")
+    return idx
+
+
+def _ordered_classes(keys: Sequence[str]) -> list[str]:
+    """Class names in DESIGN.md order, other keys after them (as met)."""
+    return [c for c in CLASSES if c in keys] + [k for k in keys if k not in CLASS_INDEX]
+
+
+def _pct(ax: Any, axis: str = "y") -> None:
+    fmt = mpl.ticker.PercentFormatter(xmax=1.0, decimals=0)
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _history_quantities(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> list[str]:
+    found: list[str] = []
+    for h in histories.values():
+        for key, vals in h.items():
+            try:
+                arr = np.asarray(vals, dtype=float)
+            except (TypeError, ValueError):
+                continue
+            if arr.ndim != 1 or arr.size == 0:
+                continue
+            base = key[4:] if key.startswith("val_") else key
+            if base not in found:
+                found.append(base)
+    first = [q for q in ("accuracy", "loss") if q in found]
+    return first + [q for q in found if q not in first]
+
+
+def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """Train and validation curves per epoch (thesis fig. 4.1): one row per model.
+
+    Columns are the quantities recorded (``accuracy`` and ``loss`` first, then any other
+    key; ``val_<q>`` is the validation curve of ``<q>``). Missing curves are skipped.
+    """
+    if not histories:
+        raise SkinlibError("training_curves: no histories given")
+    quantities = _history_quantities(histories)
+    if not quantities:
+        raise SkinlibError("training_curves: the histories hold no numeric curves")
+    colours = sns.color_palette(PALETTE)
+    with _themed():
+        nrows, ncols = len(histories), len(quantities)
+        fig, axes = _new_figure(nrows, ncols, (4.0 * ncols + 0.5, 2.8 * nrows + 0.4))
+        for i, (model, h) in enumerate(histories.items()):
+            for j, q in enumerate(quantities):
+                ax = axes[i][j]
+                drawn = False
+                for key, label, colour, style in ((q, "train", colours[0], "-"),
+                                                  (f"val_{q}", "validation", colours[1], "--")):
+                    vals = h.get(key)
+                    if vals is None or len(vals) == 0:
+                        continue
+                    y = np.asarray(vals, dtype=float)
+                    sns.lineplot(x=np.arange(1, len(y) + 1), y=y, ax=ax, color=colour, linestyle=style,
+                                 marker="o" if len(y) <= 30 else None, markersize=4, label=label)
+                    drawn = True
+                ax.set_title(f"{model}: {metric_label(q)}")
+                ax.set_xlabel("epoch")
+                ax.set_ylabel(metric_label(q))
+                ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+                if drawn:
+                    ax.legend(loc="best", fontsize="small")
+                else:
+                    ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+        fig.suptitle("Training curves")
+    return fig
+
+
+# --------------------------------------------------------------------------- confusion matrices
+
+
+def confusion_matrices(cms: Mapping[str, np.ndarray], labels: Sequence[str], title: str,
+                       normalize_note: str = "row-normalised") -> Figure:
+    """Side-by-side confusion matrices, one per model (thesis figs. 4.2, 4.8, ...).
+
+    Rows are true classes, columns predictions, in the order of ``labels``; each row is
+    divided by its number of images (so the diagonal is the recall of each class) and
+    annotated with two decimals; a class without test images shows an empty row. The
+    subplot title gives the number of images.
+    """
+    if not cms:
+        raise SkinlibError("confusion_matrices: no matrices given")
+    k = len(labels)
+    for model, cm in cms.items():
+        if np.shape(cm) != (k, k):
+            raise SkinlibError(f"confusion_matrices: {model}: shape {np.shape(cm)}, expected ({k}, {k}) "
+                               "for the labels given")
+    n = len(cms)
+    side = 0.5 * k + 1.2
+    with _themed():
+        fig, axes = _new_figure(1, n, (side * n + 0.3, side + 0.6))
+        for ax, (model, cm) in zip(axes[0], cms.items()):
+            norm = row_normalise(cm)
+            sns.heatmap(norm, ax=ax, vmin=0, vmax=1, cmap=MATRIX_CMAP, annot=True, fmt=".2f",
+                        annot_kws={"fontsize": 8 if k > 5 else 10}, cbar=False, square=True,
+                        linewidths=0.5, linecolor="white", xticklabels=labels, yticklabels=labels)
+            ax.set_title(f"{model} (n = {int(np.nansum(cm)):,})")
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class")
+            ax.tick_params(axis="x", rotation=0)
+            ax.tick_params(axis="y", rotation=0)
+        fig.suptitle(f"{title} ({normalize_note})")
+    return fig
+
+
+def health_confusions(cms: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
+    """2x2 malignant/benign matrices: one row per model, one column per grouping.
+
+    Each matrix is laid out as :func:`skinlib.metrics.health_confusion` returns it:
+    index 0 negative (benign / healthy), 1 positive (malignant / cancerous), rows true,
+    columns predicted. Cells show the row share and, in brackets, the count. Axis labels
+    name the grouping (clinical: malignant/benign; thesis: cancerous/healthy as in the
+    thesis, nv counted as cancerous).
+    """
+    if not cms:
+        raise SkinlibError("health_confusions: no matrices given")
+    groupings = [g for g in GROUPING_TEXT if any(g in v for v in cms.values())]
+    groupings += [g for v in cms.values() for g in v if g not in groupings]
+    nrows, ncols = len(cms), len(groupings)
+    with _themed():
+        fig, axes = _new_figure(nrows, ncols, (3.9 * ncols + 0.4, 3.4 * nrows + 0.5))
+        for i, (model, per_grouping) in enumerate(cms.items()):
+            for j, g in enumerate(groupings):
+                ax = axes[i][j]
+                neg, pos, note = GROUPING_TEXT.get(g, ("negative", "positive", f"{g} grouping"))
+                if g not in per_grouping:
+                    ax.axis("off")
+                    ax.text(0.5, 0.5, f"{model}: no {g} matrix", ha="center", va="center", transform=ax.transAxes)
+                    continue
+                cm = np.asarray(per_grouping[g], dtype=float)
+                if cm.shape != (2, 2):
+                    raise SkinlibError(f"health_confusions: {model}/{g}: shape {cm.shape}, expected (2, 2)")
+                norm = row_normalise(cm)
+                annot = np.array([[("—" if np.isnan(norm[r, c]) else f"{norm[r, c]:.2f}") + f"\n({int(cm[r, c]):,})"
+                                   for c in range(2)] for r in range(2)])
+                sns.heatmap(norm, ax=ax, vmin=0, vmax=1, cmap=MATRIX_CMAP, annot=annot, fmt="", cbar=False,
+                            square=True, linewidths=0.5, linecolor="white", xticklabels=[neg, pos],
+                            yticklabels=[neg, pos], annot_kws={"fontsize": 10})
+                ax.set_title(f"{model}\n{g} grouping", fontsize="medium")
+                ax.set_xlabel(f"predicted ({note})")
+                ax.set_ylabel("true")
+                ax.tick_params(axis="y", rotation=0)
+        fig.suptitle("Malignant/benign confusion matrices (row-normalised)")
+    return fig
+
+
+# --------------------------------------------------------------------------- data
+
+
+def class_histogram(counts_before: Mapping[str, int], counts_after: Mapping[str, int], title: str) -> Figure:
+    """Training-set class counts before and after label flipping (thesis fig. 4.5)."""
+    classes = _ordered_classes(list(dict.fromkeys([*counts_before, *counts_after])))
+    df = pd.DataFrame(
+        [{"class": c, "labels": which, "images": int(counts.get(c, 0))}
+         for which, counts in (("before", counts_before), ("after", counts_after)) for c in classes])
+    with _themed():
+        fig, axes = _new_figure(1, 1, (7.5, 3.8))
+        ax = axes[0][0]
+        sns.barplot(data=df, x="class", y="images", hue="labels", order=classes, hue_order=["before", "after"],
+                    palette=PALETTE, ax=ax)
+        for cont in ax.containers:
+            ax.bar_label(cont, fontsize=7, padding=1)
+        ax.set_title(title)
+        ax.set_xlabel("class (training label)")
+        ax.set_ylabel("training images")
+        ax.legend(title="labels")
+    return fig
+
+
+def class_distribution(counts: Mapping[str, int], groupings: Mapping[str, frozenset[str]] = GROUPINGS) -> Figure:
+    """Images per class, and the malignant/benign shares under each grouping (figs. 3.6-3.7)."""
+    classes = _ordered_classes(list(counts))
+    total = sum(int(counts[c]) for c in classes)
+    if total <= 0:
+        raise SkinlibError("class_distribution: no images counted")
+    colours = sns.color_palette(PALETTE)
+    with _themed():
+        fig, axes = _new_figure(1, 2, (10.0, 3.8), gridspec_kw={"width_ratios": [1.4, 1]})
+        ax = axes[0][0]
+        df = pd.DataFrame({"class": classes, "images": [int(counts[c]) for c in classes]})
+        sns.barplot(data=df, x="class", y="images", order=classes, color=colours[0], ax=ax)
+        ax.bar_label(ax.containers[0], labels=[f"{v:,}\n{v / total:.1%}" for v in df["images"]], fontsize=7, padding=1)
+        ax.set_ylim(0, df["images"].max() * 1.22)
+        ax.set_title(f"Images per class (n = {total:,})")
+        ax.set_xlabel("class")
+        ax.set_ylabel("images")
+
+        ax = axes[0][1]
+        names = list(groupings)
+        for y, g in enumerate(names):
+            neg_name, pos_name, _ = GROUPING_TEXT.get(g, ("negative", "positive", g))
+            pos = sum(int(counts[c]) for c in classes if c in groupings[g]) / total
+            ax.barh(y, pos, color=colours[3], edgecolor="white")
+            ax.barh(y, 1 - pos, left=pos, color=colours[2], edgecolor="white")
+            ax.text(pos / 2, y, f"{pos_name}\n{pos:.1%}", ha="center", va="center", fontsize=7, color="white")
+            ax.text(pos + (1 - pos) / 2, y, f"{neg_name}\n{1 - pos:.1%}", ha="center", va="center", fontsize=7,
+                    color="white")
+        ax.set_yticks(range(len(names)), [f"{g}\n({', '.join(c for c in CLASSES if c in groupings[g])})"
+                                          for g in names])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        _pct(ax, "x")
+        ax.set_xlabel("share of images")
+        ax.set_title("Malignant/benign share per grouping")
+        ax.grid(False, axis="y")
+    return fig
+
+
+def image_grid(images: np.ndarray, labels: Any, per_class: int = 4, seed: int = 0) -> Figure:
+    """Example images, one row per class present (DESIGN.md order), ``per_class`` columns.
+
+    ``images``: (N, S, S, 3) uint8 or floats in [0, 1]; ``labels``: class indices,
+    class names or one-hot rows. Images are drawn at random (``seed``) without
+    replacement; classes with fewer images leave blank cells.
+    """
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[-1] not in (1, 3):
+        raise SkinlibError(f"image_grid: images of shape {imgs.shape}, expected (N, S, S, 3)")
+    idx = _class_indices(labels)
+    if len(idx) != len(imgs):
+        raise SkinlibError(f"image_grid: {len(imgs)} images but {len(idx)} labels")
+    if per_class < 1:
+        raise SkinlibError("image_grid: per_class must be at least 1")
+    rng = np.random.default_rng(seed)
+    present = [c for c in range(len(CLASSES)) if np.any(idx == c)]
+    with _themed():
+        fig, axes = _new_figure(len(present), per_class, (1.3 * per_class + 3.2, 1.3 * len(present) + 0.4),
+                                gridspec_kw={"wspace": 0.02, "hspace": 0.02})
+        for r, c in enumerate(present):
+            pool = np.flatnonzero(idx == c)
+            chosen = np.sort(rng.choice(pool, size=min(per_class, len(pool)), replace=False))
+            for j in range(per_class):
+                ax = axes[r][j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                if j < len(chosen):
+                    ax.imshow(_to_unit(imgs[chosen[j]]).squeeze(), cmap="gray" if imgs.shape[-1] == 1 else None)
+                else:
+                    ax.axis("off")
+            name = CLASSES[c]
+            full = textwrap.fill(CLASS_NAMES[name], 18)
+            axes[r][0].set_ylabel(f"{name}\n{full}\n({np.sum(idx == c):,} images)", rotation=0, ha="right",
+                                  va="center", fontsize="x-small")
+        fig.suptitle("Example images per class")
+    return fig
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def adversarial_panel(clean: np.ndarray, perturbation: np.ndarray, adversarial: np.ndarray,
+                      pred_clean: Sequence[str], pred_adv: Sequence[str], true: Sequence[str]) -> Figure:
+    """Clean image / amplified perturbation / adversarial image, one row per example (fig. 4.7).
+
+    Images are uint8 or floats in [0, 1], shape (N, S, S, 3) or (S, S, 3);
+    ``perturbation`` may be one array for all rows (a UAP). The perturbation is shown
+    mapped from [-eps, eps] to [0, 1] (zero is mid grey), eps being its largest
+    absolute value; predictions are in the titles, wrong ones marked and coloured.
+    """
+    c = _to_unit(clean)
+    a = _to_unit(adversarial)
+    if c.ndim == 3:
+        c, a = c[None], a[None]
+    d = _as_delta(perturbation)
+    if d.ndim == 3:
+        d = np.broadcast_to(d[None], c.shape)
+    n = len(c)
+    if a.shape != c.shape or d.shape != c.shape:
+        raise SkinlibError(f"adversarial_panel: shapes differ: clean {c.shape}, perturbation {d.shape}, "
+                           f"adversarial {a.shape}")
+    for name, seq in (("pred_clean", pred_clean), ("pred_adv", pred_adv), ("true", true)):
+        if len(seq) != n:
+            raise SkinlibError(f"adversarial_panel: {name} has {len(seq)} entries for {n} images")
+    shown, eps = amplify(d)
+    with _themed():
+        fig, axes = _new_figure(n, 3, (8.4, 2.9 * n + 0.5))
+        for i in range(n):
+            panels = (
+                (c[i], f"clean · true {true[i]}\npredicted {pred_clean[i]}", pred_clean[i] == true[i]),
+                (shown[i], "perturbation (amplified)\n" + (f"±{eps * 255:.1f}/255 → [0, 1]" if eps else "zero"), None),
+                (a[i], f"adversarial\npredicted {pred_adv[i]}" + ("" if pred_adv[i] == true[i] else " (wrong)"),
+                 pred_adv[i] == true[i]),
+            )
+            for j, (img, title, right) in enumerate(panels):
+                ax = axes[i][j]
+                ax.imshow(img)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                colour = "black" if right is None else (RIGHT_COLOUR if right else WRONG_COLOUR)
+                ax.set_title(title, fontsize="small", color=colour)
+        fig.suptitle("Clean / perturbation / adversarial" + (f" (eps = {eps * 255:.1f}/255)" if eps else ""))
+    return fig
+
+
+def perturbation_image(delta: np.ndarray, title: str) -> Figure:
+    """A perturbation (e.g. a UAP) amplified to be visible, with its L-inf and L2 norms."""
+    d = _as_delta(delta)
+    if d.ndim == 4 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 3:
+        raise SkinlibError(f"perturbation_image: shape {d.shape}, expected (S, S, 3)")
+    shown, eps = amplify(d)
+    with _themed():
+        fig, axes = _new_figure(1, 1, (4.6, 4.9))
+        ax = axes[0][0]
+        ax.imshow(shown)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        ax.set_title(title)
+        ax.set_xlabel(f"L∞ = {eps * 255:.1f}/255, L2 = {float(np.linalg.norm(d)):.2f}\n"
+                      "shown from [-L∞, L∞] to [0, 1] (grey = no change)", fontsize="small")
+    return fig
+
+
+def prediction_histogram(preds: Mapping[str, Any], labels: Sequence[str] = CLASSES,
+                         title: str = "Predicted classes") -> Figure:
+    """Share of images predicted as each class, per series (e.g. clean vs under the UAP).
+
+    ``preds`` maps a series name to predictions (class indices, names or probability
+    rows): one panel with one bar colour per series; or maps a model to such a mapping
+    (``{"resnet": {"clean": ..., "UAP": ...}}``): one panel per model.
+    """
+    if not preds:
+        raise SkinlibError("prediction_histogram: no predictions given")
+    nested = all(isinstance(v, Mapping) for v in preds.values())
+    panels = dict(preds) if nested else {"": preds}
+    with _themed():
+        fig, axes = _new_figure(1, len(panels), (5.0 * len(panels) + 0.4, 3.6), sharey=True)
+        for ax, (model, series) in zip(axes[0], panels.items()):
+            rows = []
+            for name, p in series.items():
+                idx = _class_indices(p, labels)
+                shares = np.bincount(idx, minlength=len(labels)) / max(len(idx), 1)
+                rows += [{"class": labels[k], "series": name, "share": shares[k]} for k in range(len(labels))]
+            df = pd.DataFrame(rows)
+            sns.barplot(data=df, x="class", y="share", hue="series", order=list(labels),
+                        hue_order=list(series), palette=PALETTE, ax=ax)
+            ax.set_ylim(0, 1)
+            _pct(ax)
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("share of images")
+            ax.set_title(model or title)
+            ax.legend(title=None, fontsize="small")
+        if nested:
+            fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- metric curves
+
+
+def metric_curves(df: pd.DataFrame, x: str = "param", metrics: Optional[Sequence[str]] = None,
+                  hue: str = "model", xlabel: Optional[str] = None, *, style: Optional[str] = "auto",
+                  grouping: Optional[str] = "clinical", x_scale: float = 1.0, title: Optional[str] = None,
+                  col_wrap: int = 3) -> Figure:
+    """Each metric against a swept parameter, one line per ``hue`` with its 95% band (fig. 4.6).
+
+    ``x`` (default ``param``: poison fraction, eps, quality) is plotted as a number
+    times ``x_scale`` (e.g. 255 for eps in 1/255 units) when every value parses as one,
+    else as categories. ``style`` (default: ``attack`` when several attacks are
+    present) sets the line style. Health metrics are taken under ``grouping``. One
+    panel per metric; several rows for one point raise a :class:`SkinlibError`.
+    """
+    d = tidy(df, required=(x, hue, "metric", "value"))
+    metrics = list(metrics) if metrics is not None else ordered_metrics(d["metric"])
+    d = filter_grouping(d[d["metric"].isin(metrics)], grouping)
+    if d.empty:
+        raise SkinlibError(f"metric_curves: no rows for metrics {', '.join(metrics)}")
+    if style == "auto":
+        style = "attack" if "attack" in d.columns and d["attack"].nunique() > 1 else None
+    keys = [x, hue, "metric"] + ([style] if style else [])
+    check_unique(d, keys, "metric_curves")
+    nums = d[x].map(param_value)
+    numeric = nums.notna().all()
+    d = d.assign(_x=nums.astype(float) * x_scale if numeric else d[x].astype(str))
+    hue_levels = list(dict.fromkeys(d[hue]))
+    colours = dict(zip(hue_levels, sns.color_palette(PALETTE, len(hue_levels))))
+    style_levels = list(dict.fromkeys(d[style])) if style else None
+    ncols = min(len(metrics), col_wrap)
+    nrows = math.ceil(len(metrics) / ncols)
+    with _themed():
+        fig, axes = _new_figure(nrows, ncols, (3.4 * ncols + 1.6, 2.9 * nrows + 0.5), sharex=True)
+        flat = list(axes.ravel())
+        for ax in flat[len(metrics):]:
+            fig.delaxes(ax)
+        handles, legend_labels = [], []
+        for ax, m in zip(flat, metrics):
+            sub = d[d["metric"] == m].sort_values("_x" if numeric else x)
+            if sub.empty:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            else:
+                sns.lineplot(data=sub, x="_x", y="value", hue=hue, hue_order=hue_levels, palette=colours,
+                             style=style, style_order=style_levels, markers=True, dashes=bool(style),
+                             errorbar=None, sort=numeric, ax=ax)
+                groups = sub.groupby([hue] + ([style] if style else []), sort=False)
+                for key, g in groups:
+                    level = key[0] if isinstance(key, tuple) else key
+                    ok = g["ci_low"].notna() & g["ci_high"].notna()
+                    if ok.any():
+                        ax.fill_between(g.loc[ok, "_x"], g.loc[ok, "ci_low"], g.loc[ok, "ci_high"],
+                                        color=colours[level], alpha=0.18, linewidth=0)
+                if ax.get_legend() is not None:
+                    if not handles:
+                        handles, legend_labels = ax.get_legend_handles_labels()
+                    ax.get_legend().remove()
+            ax.set_title(metric_label(m) + (f" ({grouping})" if grouping and is_health_metric(m) else ""))
+            ax.set_ylim(-0.02, 1.02)
+            _pct(ax)
+            ax.set_xlabel(xlabel or x)
+            ax.set_ylabel(None)
+        if handles:
+            fig.legend(handles, legend_labels, loc="outside right upper", fontsize="small")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------- recap
+
+
+def _recap_value(d: pd.DataFrame, where: str, param: Any) -> tuple[float, float, float]:
+    if d.empty:
+        return np.nan, np.nan, np.nan
+    rows = d
+    if param is not None:
+        hit = d[param_matches(d["param"], param)]
+        if not hit.empty:
+            rows = hit
+    if len(rows) > 1 and (rows["param"] == "").any():
+        rows = rows[rows["param"] == ""]
+    if len(rows) > 1 and "experiment" in rows.columns:
+        first = next((e for e in ("exp0_classifier",) if (rows["experiment"] == e).any()), None)
+        if first:
+            rows = rows[rows["experiment"] == first]
+    if len(rows) > 1:
+        check_unique(rows.assign(_k=0), ["_k"], f"recap: {where} (pass param=)")
+    r = rows.iloc[0]
+    return float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
+
+
+def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, grouping: str = "clinical",
+          param: Any = None, settings: Sequence[str] = ("greybox", "whitebox")) -> Figure:
+    """Every metric across the stages clean / attacked / + retraining / + LLT / + both
+    (thesis figs. 5.1/5.2): model performance left, impact on health right.
+
+    ``df`` holds the tidy results of all experiments; ``attack`` is our attack name
+    (``fgsm``, ``uap_art``, ...). Line colour is the metric, line style the setting
+    (greybox: crafted on the undefended model, as in the thesis; whitebox: crafted
+    through the defence); the undefended attacked point is the same for both when only
+    greybox rows exist. Vertical bars are 95% intervals; a missing stage leaves a gap.
+    Health metrics are taken under ``grouping``; sweeps are read at ``param``.
+    """
+    d = filter_grouping(tidy(df, required=("model", "attack", "defence", "setting", "metric", "value")), grouping)
+    d = d[d["model"] == model]
+    if d.empty:
+        raise SkinlibError(f"recap: no rows for model {model!r}")
+    families = [("model performance", [m for m in metrics if not is_health_metric(m)]),
+                ("impact on health" + (f" ({grouping} grouping)" if grouping else ""),
+                 [m for m in metrics if is_health_metric(m)])]
+    families = [(name, ms) for name, ms in families if ms]
+    if not families:
+        raise SkinlibError("recap: no metrics given")
+    rows = []
+    for m in metrics:
+        dm = d[d["metric"] == m]
+        for s in settings:
+            for pos, (stage, defence) in enumerate(RECAP_STAGES):
+                if defence is None:
+                    sel = dm[(dm["attack"] == "none") & (dm["defence"] == "none") & (dm["setting"] == "clean")]
+                else:
+                    sel = dm[(dm["attack"] == attack) & (dm["defence"] == defence) & (dm["setting"] == s)]
+                    if sel.empty and defence == "none" and s != "greybox":
+                        sel = dm[(dm["attack"] == attack) & (dm["defence"] == "none") & (dm["setting"] == "greybox")]
+                v, lo, hi = _recap_value(sel, f"{model}/{attack}/{defence}/{s}/{m}", param)
+                rows.append({"metric": metric_label(m), "setting": s, "pos": pos, "defended": pos >= 2,
+                             "value": v, "ci_low": lo, "ci_high": hi})
+    r = pd.DataFrame(rows)
+    # a setting is drawn only where it has a defended value of its own
+    has = r[r["defended"]].groupby("setting")["value"].apply(lambda v: v.notna().any())
+    keep = [s for s in settings if has.get(s, False)] or list(settings[:1])
+    r = r[r["setting"].isin(keep)]
+    linestyles = dict(zip(keep, ["-", "--", ":", "-."]))
+    with _themed():
+        fig, axes = _new_figure(1, len(families), (5.0 * len(families) + 0.6, 4.0), sharey=True)
+        for ax, (name, ms) in zip(axes[0], families):
+            labels = [metric_label(m) for m in ms]
+            colours = dict(zip(labels, sns.color_palette(PALETTE, len(labels))))
+            offsets = {s: (k - (len(keep) - 1) / 2) * 0.06 for k, s in enumerate(keep)}
+            for label in labels:
+                for s in keep:
+                    g = r[(r["metric"] == label) & (r["setting"] == s)].sort_values("pos")
+                    x = g["pos"].to_numpy() + offsets[s]
+                    ax.plot(x, g["value"], linestyle=linestyles[s], marker="o", markersize=4, color=colours[label])
+                    ok = (g["ci_low"].notna() & g["ci_high"].notna()).to_numpy()
+                    ax.vlines(x[ok], g["ci_low"].to_numpy()[ok], g["ci_high"].to_numpy()[ok], color=colours[label], alpha=0.6,
+                              linewidth=1.2)
+            handles = [Line2D([], [], color=colours[lab], marker="o", label=lab) for lab in labels]
+            if len(keep) > 1:
+                handles += [Line2D([], [], color="grey", linestyle=linestyles[s], label=s) for s in keep]
+            ax.legend(handles=handles, fontsize="small", loc="lower left")
+            ax.set_xticks(range(len(RECAP_STAGES)), [s for s, _ in RECAP_STAGES], fontsize="small")
+            ax.set_xlim(-0.3, len(RECAP_STAGES) - 0.7)
+            ax.set_ylim(-0.02, 1.02)
+            _pct(ax)
+            ax.set_title(name)
+        fig.suptitle(f"{model} against {attack}: clean, attacked and defended")
+    return fig

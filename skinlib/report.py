@@ -1,0 +1,504 @@
+"""Tables, banners and glued numbers for the book's notebooks.
+
+The notebooks only call these functions and display what they return:
+
+- :func:`load_thesis_tables` reads the thesis's own numbers (kept outside the project);
+- :func:`thesis_comparison` puts our value next to every thesis cell, in percent;
+- :func:`metrics_table` formats tidy results as ``"0.812 [0.79, 0.83]"`` strings;
+- :func:`banner` says which profile and dataset produced the numbers on a page;
+- :func:`glue_metrics` glues numbers (``myst_nb.glue``) so that prose cannot go stale.
+
+Examples:
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"model": ["m"], "metric": ["accuracy"], "grouping": [""],
+    ...                    "value": [0.8125], "ci_low": [0.79], "ci_high": [0.83]})
+    >>> metrics_table(df).loc["m", "accuracy"]
+    '0.812 [0.79, 0.83]'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from skinlib.errors import SkinlibError
+from skinlib.labels import CLASSES
+
+THESIS_COLUMNS: list[str] = [
+    "table", "experiment", "model", "attack", "defence", "family", "metric", "value_percent",
+]
+COMPARISON_COLUMNS: list[str] = [
+    "table", "experiment", "model", "our_model", "attack", "defence", "metric",
+    "thesis_%", "ours_%", "ci", "difference",
+]
+RESULT_COLUMNS: list[str] = [
+    "profile", "experiment", "model", "attack", "defence", "setting",
+    "param", "grouping", "metric", "value", "ci_low", "ci_high",
+]
+THESIS_TABLES_ENV = "SKINLIB_THESIS_TABLES"
+
+MODEL_METRICS: tuple[str, ...] = (
+    "accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate",
+)
+HEALTH_METRICS: tuple[str, ...] = (
+    "health_accuracy", "sensitivity", "health_specificity", "npv", "fnr",
+)
+#: Every metric name in display order (model metrics, health metrics, per-class recalls).
+METRIC_ORDER: tuple[str, ...] = MODEL_METRICS + HEALTH_METRICS + tuple(f"recall_{c}" for c in CLASSES)
+
+METRIC_LABELS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "macro_recall": "macro recall",
+    "macro_specificity": "macro specificity",
+    "error_rate": "error rate",
+    "flip_rate": "flip rate",
+    "health_accuracy": "health accuracy",
+    "sensitivity": "sensitivity",
+    "health_specificity": "health specificity",
+    "npv": "NPV",
+    "fnr": "FNR",
+    "loss": "loss",
+}
+
+#: The thesis's attack names -> our attack names, tried in order (the thesis made its
+#: UAPs with ART).
+DEFAULT_ATTACK_MAP: dict[str, tuple[str, ...]] = {
+    "none": ("none",),
+    "fgsm": ("fgsm",),
+    "uap": ("uap_art", "uap"),
+}
+#: Swept experiments: the ``param`` value at which the thesis reported its tables.
+DEFAULT_PARAM_FILTER: dict[str, Any] = {"exp2_1_fgsm": 2 / 255}
+
+_SOURCE_NAMES: dict[str, str] = {
+    "ham10000": "HAM10000",
+    "isic2018": "ISIC 2018 Task 3",
+    "dermamnist": "DermaMNIST",
+    "synthetic": "synthetic",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def metric_label(metric: str) -> str:
+    """A readable name for a metric (``macro_recall`` -> ``macro recall``, ``npv`` -> ``NPV``)."""
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric]
+    if metric.startswith("recall_"):
+        return f"recall {metric[len('recall_'):]}"
+    return metric.replace("_", " ")
+
+
+def is_health_metric(metric: str) -> bool:
+    """Whether ``metric`` is a malignant/benign metric (reported per grouping)."""
+    return metric in HEALTH_METRICS
+
+
+def ordered_metrics(metrics: Iterable[str]) -> list[str]:
+    """Distinct metric names in :data:`METRIC_ORDER` order, unknown ones last (as met)."""
+    seen = list(dict.fromkeys(metrics))
+    known = [m for m in METRIC_ORDER if m in seen]
+    return known + [m for m in seen if m not in METRIC_ORDER]
+
+
+def _is_missing(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _text(v: Any) -> str:
+    return "" if _is_missing(v) else str(v)
+
+
+def param_value(v: Any) -> Optional[float]:
+    """A ``param`` as a number: floats, ints, numeric strings and fractions like ``"2/255"``."""
+    if _is_missing(v) or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    s = str(v).strip()
+    if not s:
+        return None
+    m = re.fullmatch(r"\s*([-+0-9.eE]+)\s*/\s*([-+0-9.eE]+)\s*", s)
+    try:
+        if m:
+            return float(m.group(1)) / float(m.group(2))
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def param_matches(params: pd.Series, value: Any) -> pd.Series:
+    """Boolean mask: which ``params`` equal ``value`` (numerically when both are numbers)."""
+    target = param_value(value)
+    if target is None:
+        return params.map(lambda p: _text(p) == _text(value)).astype(bool)
+
+    def close(p: Any) -> bool:
+        f = param_value(p)
+        return f is not None and math.isclose(f, target, rel_tol=1e-6, abs_tol=1e-12)
+
+    return params.map(close).astype(bool)
+
+
+def tidy(df: pd.DataFrame, required: Sequence[str] = ("model", "metric", "value")) -> pd.DataFrame:
+    """A copy of a tidy results frame with text columns as plain strings (``""`` for empty).
+
+    CSV readers turn empty ``param``/``grouping`` cells into NaN and numeric params into
+    floats; this undoes that so that filters such as ``grouping == ""`` work.
+    """
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise SkinlibError(f"results frame: missing column(s) {', '.join(missing)}; "
+                           f"expected the tidy columns {', '.join(RESULT_COLUMNS)}")
+    out = df.copy()
+    for col in ("profile", "experiment", "model", "attack", "defence", "setting", "param", "grouping", "metric"):
+        if col in out.columns:
+            out[col] = out[col].map(_text).astype(object)
+        elif col in ("grouping", "param"):
+            out[col] = ""
+    for col in ("value", "ci_low", "ci_high"):
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
+        else:
+            out[col] = np.nan
+    return out.reset_index(drop=True)
+
+
+def filter_grouping(df: pd.DataFrame, grouping: Optional[str]) -> pd.DataFrame:
+    """Rows without a grouping plus the health rows of ``grouping`` (all rows for None)."""
+    if grouping is None:
+        return df
+    return df[(df["grouping"] == "") | (df["grouping"] == grouping)]
+
+
+def _varying(rows: pd.DataFrame, ignore: Sequence[str]) -> list[str]:
+    cols = [c for c in RESULT_COLUMNS if c in rows.columns and c not in ignore
+            and c not in ("value", "ci_low", "ci_high")]
+    return [c for c in cols if rows[c].nunique(dropna=False) > 1]
+
+
+def check_unique(df: pd.DataFrame, keys: Sequence[str], what: str) -> None:
+    """Raise a :class:`SkinlibError` when several rows share ``keys`` (naming what differs)."""
+    dup = df.duplicated(list(keys), keep=False)
+    if dup.any():
+        rows = df[dup]
+        first = rows.iloc[0]
+        same = rows
+        for k in keys:
+            same = same[same[k] == first[k]]
+        varying = _varying(same, keys) or ["(identical rows)"]
+        at = ", ".join(f"{k}={first[k]!r}" for k in keys)
+        raise SkinlibError(f"{what}: {len(same)} rows for {at}; they differ in "
+                           f"{', '.join(varying)}: filter the frame first")
+
+
+def _natural_table_key(table: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.]", str(table)))
+
+
+# --------------------------------------------------------------------------- thesis tables
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def thesis_tables_path(path: str | Path | None = None) -> Path:
+    """Where the thesis's numbers are read from: ``path``, else ``$SKINLIB_THESIS_TABLES``,
+    else ``<repo root>/../shared/reference/thesis_tables.csv``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(THESIS_TABLES_ENV)
+    if env:
+        return Path(env)
+    return _repo_root().parent / "shared" / "reference" / "thesis_tables.csv"
+
+
+def load_thesis_tables(path: str | Path | None = None) -> pd.DataFrame:
+    """The thesis's table values (columns :data:`THESIS_COLUMNS`, ``table`` as text: "4.10").
+
+    The file is kept outside the project (see :func:`thesis_tables_path`); when it is
+    absent the frame is empty, with the same columns, and callers show "thesis value
+    unavailable". A file that exists but lacks columns is a :class:`SkinlibError`.
+    """
+    p = thesis_tables_path(path)
+    if not p.is_file():
+        return pd.DataFrame({c: pd.Series(dtype=float if c == "value_percent" else object)
+                             for c in THESIS_COLUMNS})
+    try:
+        df = pd.read_csv(p, dtype={c: str for c in THESIS_COLUMNS if c != "value_percent"},
+                         keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SkinlibError(f"{p}: not a readable CSV ({exc})") from None
+    missing = [c for c in THESIS_COLUMNS if c not in df.columns]
+    if missing:
+        raise SkinlibError(f"{p}: missing column(s) {', '.join(missing)}")
+    df = df[THESIS_COLUMNS].copy()
+    for c in THESIS_COLUMNS[:-1]:
+        df[c] = df[c].astype(str).str.strip().astype(object)
+    df["value_percent"] = pd.to_numeric(df["value_percent"], errors="coerce").astype(float)
+    if df["value_percent"].isna().any():
+        bad = df.index[df["value_percent"].isna()][0] + 2
+        raise SkinlibError(f"{p}: line {bad}: value_percent is not a number")
+    return df.reset_index(drop=True)
+
+
+def _pick_param(rows: pd.DataFrame, wanted: Any, where: str) -> pd.DataFrame:
+    """Rows at the wanted param; without one, prefer the unswept rows (param "")."""
+    if wanted is not None:
+        return rows[param_matches(rows["param"], wanted)]
+    if rows.empty:
+        return rows
+    unswept = rows[rows["param"] == ""]
+    if not unswept.empty:
+        return unswept
+    if rows["param"].nunique() == 1:
+        return rows
+    raise SkinlibError(f"{where}: several param values ({', '.join(sorted(rows['param'].unique()))}) "
+                       "and no param filter for this experiment: pass param_filter")
+
+
+def thesis_comparison(
+    ours: pd.DataFrame,
+    thesis: pd.DataFrame,
+    *,
+    model_map: Mapping[str, str],
+    setting: str = "greybox",
+    param_filter: Optional[Mapping[str, Any]] = None,
+    attack_map: Optional[Mapping[str, str | Sequence[str]]] = None,
+    health_grouping: str = "thesis",
+    decimals: Optional[int] = 1,
+) -> pd.DataFrame:
+    """Our number next to every thesis cell, in percent (columns :data:`COMPARISON_COLUMNS`).
+
+    For each thesis row, our row with the same experiment, model (through ``model_map``,
+    our registry name -> thesis name), attack (through ``attack_map``; the thesis's
+    ``uap`` is our ``uap_art``), defence and metric is taken, where
+
+    - health metrics are read under ``health_grouping`` (default ``"thesis"``, the
+      thesis's own grouping, nv counted as cancerous); model metrics have no grouping;
+    - clean rows (attack ``none``) have setting ``clean``; attacked rows ``setting``
+      (default ``"greybox"``, how the thesis attacked its defended models);
+    - swept experiments are read at ``param_filter[experiment]`` (default: FGSM at
+      eps = 2/255), matched numerically; otherwise the unswept rows (param "") win.
+
+    ``model`` is the thesis model, ``our_model`` ours (empty and ``ours_%`` NaN when no
+    model maps to it). ``difference`` is ours - thesis in percentage points; ``ci`` is
+    our 95% interval in percent. Several of our models mapping to one thesis model give
+    one row each.
+    """
+    if thesis.empty:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    o = tidy(ours, required=("experiment", "model", "attack", "defence", "metric", "value"))
+    if "setting" not in o.columns:
+        raise SkinlibError("results frame: missing column setting")
+    filters = {**DEFAULT_PARAM_FILTER, **(param_filter or {})}
+    amap: dict[str, tuple[str, ...]] = dict(DEFAULT_ATTACK_MAP)
+    for k, v in (attack_map or {}).items():
+        amap[k] = (v,) if isinstance(v, str) else tuple(v)
+    present = list(dict.fromkeys(o["model"]))
+    out: list[dict[str, Any]] = []
+    for t in thesis.itertuples(index=False):
+        t_model, t_metric = str(t.model), str(t.metric)
+        health = str(getattr(t, "family", "")) == "health" or is_health_metric(t_metric)
+        grouping = health_grouping if health else ""
+        want_setting = "clean" if str(t.attack) == "none" else setting
+        wanted_param = filters.get(str(t.experiment))
+        ours_models = [m for m, tm in model_map.items() if tm == t_model and m in present] or [""]
+        for m in ours_models:
+            value = lo = hi = np.nan
+            if m:
+                base = o[(o["experiment"] == t.experiment) & (o["model"] == m) & (o["defence"] == t.defence)
+                         & (o["metric"] == t_metric) & (o["setting"] == want_setting)
+                         & (o["grouping"] == grouping)]
+                rows = base.iloc[0:0]
+                for a in amap.get(str(t.attack), (str(t.attack),)):
+                    rows = base[base["attack"] == a]
+                    if not rows.empty:
+                        break
+                where = f"table {t.table}: {t.experiment}/{m}/{t.attack}/{t.defence}/{t_metric}"
+                rows = _pick_param(rows, wanted_param, where)
+                if len(rows) > 1:
+                    check_unique(rows.assign(_k=0), ["_k"], where)
+                if len(rows) == 1:
+                    r = rows.iloc[0]
+                    value, lo, hi = 100 * r["value"], 100 * r["ci_low"], 100 * r["ci_high"]
+            th = float(t.value_percent)
+            ci = "" if np.isnan(lo) or np.isnan(hi) else f"[{lo:.1f}, {hi:.1f}]"
+            diff = value - th
+            if decimals is not None:
+                value, diff = round(value, decimals), round(diff, decimals)
+            out.append({"table": str(t.table), "experiment": t.experiment, "model": t_model, "our_model": m,
+                        "attack": t.attack, "defence": t.defence, "metric": t_metric,
+                        "thesis_%": th, "ours_%": value, "ci": ci, "difference": diff})
+    res = pd.DataFrame(out, columns=COMPARISON_COLUMNS)
+    order = sorted(range(len(res)), key=lambda i: _natural_table_key(res["table"].iloc[i]))
+    res = res.iloc[order].reset_index(drop=True)
+    for c in ("thesis_%", "ours_%", "difference"):
+        res[c] = res[c].astype(float)
+    return res
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def format_value(value: float, low: float = np.nan, high: float = np.nan, decimals: int = 3) -> str:
+    """``"0.812 [0.79, 0.83]"``: the value, then its interval one decimal shorter."""
+    if _is_missing(value) or np.isnan(value):
+        return "—"
+    s = f"{value:.{decimals}f}"
+    if not (_is_missing(low) or _is_missing(high) or np.isnan(low) or np.isnan(high)):
+        d = max(decimals - 1, 0)
+        s += f" [{low:.{d}f}, {high:.{d}f}]"
+    return s
+
+
+def metrics_table(
+    df: pd.DataFrame,
+    index: str | Sequence[str] = ("model",),
+    columns: str = "metric",
+    metrics: Optional[Sequence[str]] = None,
+    *,
+    grouping: Optional[str] = "clinical",
+    decimals: int = 3,
+) -> pd.DataFrame:
+    """A display table of ``"value [ci_low, ci_high]"`` strings.
+
+    Rows: ``index`` values in order of first appearance; columns: ``columns`` values,
+    metrics in :data:`METRIC_ORDER` order (or the order of ``metrics``) with readable
+    headers ("macro recall"). Health metrics are taken under ``grouping`` (None keeps
+    every row). Several rows for one cell raise a :class:`SkinlibError` naming what
+    differs; an empty cell shows "—".
+    """
+    index = [index] if isinstance(index, str) else list(index)
+    d = tidy(df, required=(*index, columns, "metric", "value"))
+    if metrics is not None:
+        d = d[d["metric"].isin(list(metrics))]
+    d = filter_grouping(d, grouping)
+    check_unique(d, [*index, columns], "metrics_table")
+    d = d.assign(_cell=[format_value(v, lo, hi, decimals)
+                        for v, lo, hi in zip(d["value"], d["ci_low"], d["ci_high"])])
+    if d.empty:
+        return pd.DataFrame(columns=[metric_label(m) for m in (metrics or [])])
+    table = d.pivot(index=index if len(index) > 1 else index[0], columns=columns, values="_cell")
+    if columns == "metric":
+        col_order = [m for m in metrics if m in table.columns] if metrics is not None else ordered_metrics(table.columns)
+    else:
+        col_order = list(dict.fromkeys(d[columns]))
+    row_keys = list(dict.fromkeys(map(tuple, d[index].to_numpy().tolist())))
+    rows = [k if len(index) > 1 else k[0] for k in row_keys]
+    table = table.reindex(index=rows, columns=col_order).fillna("—")
+    if columns == "metric":
+        table.columns = [metric_label(c) for c in table.columns]
+    table.columns.name = None
+    return table
+
+
+# --------------------------------------------------------------------------- banner
+
+
+def _banner_parts(profile_name: str, source: str, n_images: int, extra: str) -> tuple[bool, str, str]:
+    synthetic = source.strip().lower() == "synthetic"
+    n = f"{int(n_images):,}"
+    name = _SOURCE_NAMES.get(source.strip().lower(), source)
+    if synthetic:
+        head = f"Profile `{profile_name}` · synthetic data: not a HAM10000 result"
+        body = (f"Every number and figure on this page comes from {n} synthetic images "
+                f"(source `{source}`), run with profile `{profile_name}`. They exercise the "
+                "pipeline; they say nothing about skin lesions, nor about the thesis's results.")
+    else:
+        head = f"Profile `{profile_name}` · real data: {name}"
+        body = (f"The numbers and figures on this page come from {n} images of {name} "
+                f"(source `{source}`), run with profile `{profile_name}`.")
+    if extra:
+        body += " " + extra.strip()
+    return synthetic, head, body
+
+
+def banner(profile_name: str, source: str, n_images: int, extra: str = "") -> str:
+    """A Markdown blockquote naming the profile and data behind a page.
+
+    It reads the same as CommonMark and as MyST (display it with
+    ``IPython.display.Markdown``). Synthetic data gets a warning lead ("⚠ ... synthetic
+    data: not a HAM10000 result"), real data a note lead.
+    """
+    synthetic, head, body = _banner_parts(profile_name, source, n_images, extra)
+    lead = "⚠ **Warning:**" if synthetic else "ℹ **Note:**"
+    return f"> {lead} **{head}.**\n>\n> {body}\n"
+
+
+def banner_html(profile_name: str, source: str, n_images: int, extra: str = "") -> str:
+    """The same banner as a styled HTML block (for ``IPython.display.HTML``)."""
+    import html
+
+    synthetic, head, body = _banner_parts(profile_name, source, n_images, extra)
+    colour, background, lead = ("#b35806", "#fff4e5", "⚠ Warning") if synthetic else ("#0072b2", "#eef6fb", "ℹ Note")
+
+    def md_code(s: str) -> str:
+        return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(s))
+
+    return (f'<div class="skinlib-banner" style="border-left: 6px solid {colour}; background: {background}; '
+            f'padding: 0.6em 1em; margin: 0.5em 0;"><p><strong>{lead}: {md_code(head)}.</strong></p>'
+            f"<p>{md_code(body)}</p></div>")
+
+
+# --------------------------------------------------------------------------- glue
+
+
+def _key_part(s: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", s).strip("_")
+
+
+def glue_values(df: pd.DataFrame, prefix: str, metrics: Optional[Sequence[str]] = None) -> dict[str, str]:
+    """The strings :func:`glue_metrics` glues: ``{prefix}_{model}_{metric}`` -> ``"81.2%"``.
+
+    Health metrics get a ``_thesis`` suffix under the thesis grouping (none under
+    ``clinical``); each key also has a ``..._ci`` companion (``"79.0–83.2%"``) when an
+    interval is known. Several rows for one key (filter the frame first) raise a
+    :class:`SkinlibError`.
+    """
+    d = tidy(df)
+    if metrics is not None:
+        d = d[d["metric"].isin(list(metrics))]
+    suffix = d["grouping"].map(lambda g: "" if g in ("", "clinical") else f"_{_key_part(g)}")
+    keys = [f"{_key_part(prefix)}_{_key_part(m)}_{_key_part(k)}{s}"
+            for m, k, s in zip(d["model"], d["metric"], suffix)]
+    d = d.assign(_key=keys)
+    check_unique(d, ["_key"], "glue_metrics")
+    out: dict[str, str] = {}
+    for k, v, lo, hi in zip(d["_key"], d["value"], d["ci_low"], d["ci_high"]):
+        if np.isnan(v):
+            continue
+        out[k] = f"{100 * v:.1f}%"
+        if not (np.isnan(lo) or np.isnan(hi)):
+            out[f"{k}_ci"] = f"{100 * lo:.1f}–{100 * hi:.1f}%"
+    return out
+
+
+def glue_metrics(df: pd.DataFrame, prefix: str, metrics: Optional[Sequence[str]] = None) -> None:
+    """Glue every number of ``df`` (see :func:`glue_values`) for ``{glue:text}`` in prose.
+
+    A no-op where myst_nb is not installed or no IPython kernel runs (plain Python).
+    """
+    values = glue_values(df, prefix, metrics)
+    try:
+        from IPython.core.interactiveshell import InteractiveShell
+        from myst_nb import glue
+    except ImportError:
+        return
+    if not InteractiveShell.initialized():
+        return
+    for key, text in values.items():
+        glue(key, text, display=False)

@@ -1,0 +1,321 @@
+"""TensorFlow / ART glue: the one module that knows the models are TensorFlow models.
+
+Everything framework-specific used by :mod:`skinlib.attacks` and
+:mod:`skinlib.defences` lives here: the ART estimator wrapper, batched predictions and
+loss gradients, and the compiled (``tf.function``) inner loop of the fast universal
+perturbation. Another Keras 3 backend would be added by writing a sibling of this module.
+
+Model contract: a ``keras.Model`` maps float32 pixels in ``[0, 1]``, shape ``(N, S, S, 3)``,
+to 7 logits (no softmax); normalisation is inside the model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from skinlib.errors import SkinlibError
+from skinlib.labels import NUM_CLASSES
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def art_classifier(model: Any, *, preprocessing_defences: Any = None,
+                   input_shape: Optional[tuple[int, ...]] = None,
+                   nb_classes: int = NUM_CLASSES) -> Any:
+    """Wrap a Keras 3 model as an ART ``TensorFlowV2Classifier``.
+
+    The classifier has ``clip_values=(0, 1)`` and a
+    ``CategoricalCrossentropy(from_logits=True)`` loss: ART hands that loss one-hot labels
+    (its attacks call ``check_and_transform_label_format`` first; :func:`loss_gradient`
+    does the same). No optimizer or train step is attached: the classifier is used for
+    predictions and gradients only (training stays in :mod:`skinlib.models`).
+
+    Args:
+        model: a ``keras.Model`` returning logits for float32 inputs in ``[0, 1]``.
+        preprocessing_defences: ART ``Preprocessor`` instance(s), e.g.
+            :class:`skinlib.defences.LowLevelTransformation`. Predictions then run through
+            the defence, and gradients through its ``estimate_gradient`` (BPDA), so an
+            attack given this classifier is a white-box attack on the defended model.
+        input_shape: one input's shape; read from ``model.input_shape`` when omitted.
+        nb_classes: number of classes (7).
+
+    Shape:
+        - model input: ``(N, S, S, 3)`` float32 in ``[0, 1]``; output ``(N, nb_classes)`` logits.
+
+    Examples:
+        >>> clf = art_classifier(model)                      # doctest: +SKIP
+        >>> clf_llt = art_classifier(model, preprocessing_defences=LowLevelTransformation())  # doctest: +SKIP
+    """
+    import keras
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    if input_shape is None:
+        shape = getattr(model, "input_shape", None)
+        if shape is None or len(shape) != 4 or any(s is None for s in shape[1:]):
+            raise SkinlibError(f"art_classifier: cannot read a fixed (S, S, 3) input shape from the model ({shape!r}); "
+                               "pass input_shape")
+        input_shape = tuple(int(s) for s in shape[1:])
+    return TensorFlowV2Classifier(
+        model=model,
+        nb_classes=nb_classes,
+        input_shape=tuple(input_shape),
+        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
+        clip_values=(0.0, 1.0),
+        preprocessing_defences=preprocessing_defences,
+        preprocessing=None,
+    )
+
+
+def is_art_classifier(obj: Any) -> bool:
+    """Whether ``obj`` is an ART estimator (rather than a bare Keras model)."""
+    from art.estimators.estimator import BaseEstimator
+
+    return isinstance(obj, BaseEstimator)
+
+
+def keras_model_of(model_or_classifier: Any) -> Any:
+    """The Keras model inside an ART classifier (or the model itself)."""
+    return model_or_classifier.model if is_art_classifier(model_or_classifier) else model_or_classifier
+
+
+def one_hot(y: np.ndarray, nb_classes: int = NUM_CLASSES) -> np.ndarray:
+    """Integer labels ``(N,)`` (or already one-hot ``(N, C)``) as float32 one-hot ``(N, C)``."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return y.astype(np.float32)
+    return np.eye(nb_classes, dtype=np.float32)[y.astype(np.int64)]
+
+
+_FORWARD_PASS: Optional[Callable] = None
+
+
+def _forward(model: Any) -> Callable:
+    """A compiled ``x -> model(x, training=False)`` (one tf.function, traced per model)."""
+    global _FORWARD_PASS
+    if _FORWARD_PASS is None:
+        tf = _tf()
+
+        @tf.function(reduce_retracing=True)
+        def forward_pass(m, x):
+            return m(x, training=False)
+
+        _FORWARD_PASS = forward_pass
+    fp = _FORWARD_PASS
+    return lambda x: fp(model, x)
+
+
+def predict_logits(model_or_classifier: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits ``(N, C)`` in batches; through the classifier's defences when it is an ART classifier.
+
+    (ART 1.20's ``TensorFlowV2Classifier.predict`` ignores its ``batch_size``; this batches.)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    out = []
+    if is_art_classifier(model_or_classifier):
+        for i in range(0, len(x), batch_size):
+            out.append(np.asarray(model_or_classifier.predict(x[i:i + batch_size])))
+    else:
+        fn = _forward(model_or_classifier)
+        for i in range(0, len(x), batch_size):
+            out.append(fn(x[i:i + batch_size]).numpy())
+    if not out:
+        return np.zeros((0, NUM_CLASSES), np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def predict_labels(model_or_classifier: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted class indices ``(N,)``."""
+    return predict_logits(model_or_classifier, x, batch_size).argmax(axis=1)
+
+
+def loss_gradient(classifier: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Gradient of the cross-entropy w.r.t. the input, batched, through any defence (BPDA).
+
+    ``y``: integer labels or one-hot. Batches match ART's ``FastGradientMethod`` batches
+    (same ``batch_size``) so the result is bit-identical to what ART uses internally.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    yh = one_hot(y, classifier.nb_classes)
+    out = np.empty_like(x)
+    for i in range(0, len(x), batch_size):
+        out[i:i + batch_size] = classifier.loss_gradient(x[i:i + batch_size], yh[i:i + batch_size])
+    return out
+
+
+# ---------------------------------------------------------------------------- fast UAP core
+
+
+def flip_transform(flip: str) -> Optional[Callable]:
+    """A differentiable TensorFlow stand-in for LLT's flip (``None`` for ``"none"``).
+
+    Passed as ``input_transform`` to :func:`fast_uap`, it makes the fast UAP a BPDA
+    white-box attack on the LLT-defended model: the flip is differentiated exactly and
+    WebP is approximated by the identity (the same estimate as
+    :meth:`skinlib.defences.LowLevelTransformation.estimate_gradient`).
+    """
+    tf = _tf()
+    if flip == "horizontal":
+        return lambda x: tf.reverse(x, axis=[2])
+    if flip == "vertical":
+        return lambda x: tf.reverse(x, axis=[1])
+    if flip == "none":
+        return None
+    raise SkinlibError(f"flip: {flip!r} is not horizontal, vertical or none")
+
+
+def project(delta: np.ndarray, norm: str, eps: float) -> np.ndarray:
+    """Project a perturbation onto the ``norm`` ball of radius ``eps`` (numpy)."""
+    delta = np.asarray(delta, dtype=np.float32)
+    if norm == "inf":
+        return np.clip(delta, -eps, eps)
+    n = float(np.linalg.norm(delta.ravel()))
+    return delta if n <= eps else (delta * (eps / n)).astype(np.float32)
+
+
+def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float, batch_size: int,
+             epochs: int, learning_rate: float, seed: int, step: str = "sign", loss: str = "ce",
+             beta: float = 9.0, init: str = "zeros", x_monitor: Optional[np.ndarray] = None,
+             stop_at: Optional[float] = None, check_every: int = 5,
+             input_transform: Optional[Callable] = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Compiled stochastic-gradient universal perturbation (the core of ``attacks.uap_fast``).
+
+    See :func:`skinlib.attacks.uap_fast` for the method and the arguments. ``x`` float32
+    in ``[0, 1]``; ``y`` integer labels. Returns ``(delta (S, S, 3) float32, info)``.
+    """
+    tf = _tf()
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    shape = tuple(x.shape[1:])
+    dim = float(np.prod(shape))
+    if init == "zeros":
+        d0 = np.zeros(shape, np.float32)
+    else:  # "uniform": a small random start inside the ball
+        d0 = project(rng.uniform(-eps, eps, shape).astype(np.float32) * 0.1, norm, eps)
+    delta = tf.Variable(d0, dtype=tf.float32)
+    m = tf.Variable(tf.zeros(shape))
+    v = tf.Variable(tf.zeros(shape))
+    t = tf.Variable(0.0)
+    lr = tf.constant(float(learning_rate))
+    eps_t = tf.constant(float(eps))
+    # L2 steps are scaled by sqrt(dim) so that ``learning_rate`` is a per-pixel step in both norms
+    # (a sign step has L2 length sqrt(dim) * lr).
+    l2_scale = tf.constant(float(np.sqrt(dim)))
+    transform = input_transform if input_transform is not None else (lambda z: z)
+    b1, b2, tiny = 0.9, 0.999, 1e-8
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.float32), tf.TensorSpec((None,), tf.int64)])
+    def train_step(xb, yb):
+        with tf.GradientTape() as tape:
+            xa = tf.clip_by_value(xb + delta, 0.0, 1.0)
+            logits = model(transform(xa), training=False)
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+            if loss == "clipped":
+                ce = tf.minimum(ce, beta)
+            objective = tf.reduce_mean(ce)
+        g = tape.gradient(objective, delta)
+        if step == "adam":
+            t.assign_add(1.0)
+            m.assign(b1 * m + (1 - b1) * g)
+            v.assign(b2 * v + (1 - b2) * tf.square(g))
+            mhat = m / (1 - tf.pow(b1, t))
+            vhat = v / (1 - tf.pow(b2, t))
+            direction = mhat / (tf.sqrt(vhat) + tiny)
+        elif norm == "inf":
+            direction = tf.sign(g)
+        else:
+            direction = g / (tf.norm(g) + 1e-12) * l2_scale
+        new = delta + lr * direction  # gradient ASCENT on the loss
+        if norm == "inf":
+            new = tf.clip_by_value(new, -eps_t, eps_t)
+        else:
+            nrm = tf.norm(new)
+            new = tf.where(nrm > eps_t, new * (eps_t / (nrm + 1e-12)), new)
+        delta.assign(new)
+        return objective
+
+    fwd = _forward(model)
+
+    def monitor_preds(xm, d):
+        preds = []
+        for i in range(0, len(xm), 256):
+            xa = tf.clip_by_value(tf.constant(xm[i:i + 256]) + d, 0.0, 1.0)
+            preds.append(fwd(transform(xa)).numpy().argmax(1))
+        return np.concatenate(preds)
+
+    monitoring = stop_at is not None
+    if monitoring:
+        xm = np.asarray(x_monitor if x_monitor is not None else x[: min(n, 256)], np.float32)
+        clean_m = monitor_preds(xm, tf.zeros(shape))
+    y64 = np.asarray(y, np.int64)
+    x32 = np.asarray(x, np.float32)
+    history: list[tuple[int, float, float]] = []
+    steps = 0
+    stopped = False
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        perm = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            train_step(x32[idx], y64[idx])
+            steps += 1
+            if monitoring and steps % check_every == 0:
+                rate = float(np.mean(monitor_preds(xm, delta.read_value()) != clean_m))
+                history.append((steps, time.perf_counter() - start, rate))
+                if rate >= stop_at:
+                    stopped = True
+                    break
+        if stopped:
+            break
+    wall = time.perf_counter() - start
+    info = {"wall_s": wall, "steps": steps, "epochs_run": epoch + 1 if epochs else 0,
+            "stopped_early": stopped, "monitor_history": history}
+    return delta.numpy().astype(np.float32), info
+
+
+# ---------------------------------------------------------------------------- toy problem (tests, benchmarks)
+
+
+def toy_data(n: int, size: int = 16, seed: int = 0, spread: float = 0.06,
+             noise: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """Colour-coded synthetic images for tests and benchmarks (not a dataset of the book).
+
+    Class ``c`` is a flat colour ``0.5 + spread * u_c`` (``u_c`` a fixed random unit vector)
+    plus per-image colour jitter and per-pixel Gaussian ``noise``. Classes are close in
+    colour, so a small model learns them well yet small perturbations flip it.
+
+    Shape:
+        - output: x ``(n, size, size, 3)`` float32 in ``[0, 1]``, y ``(n,)`` int64 in 0..6.
+    """
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(123).normal(0, 1, (NUM_CLASSES, 3))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    y = rng.integers(0, NUM_CLASSES, n)
+    colour = 0.5 + spread * base[y] + rng.normal(0, 0.01, (n, 3))
+    x = np.clip(colour[:, None, None, :] + rng.normal(0, noise, (n, size, size, 3)), 0, 1).astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+def toy_model(size: int = 16, seed: int = 0) -> Any:
+    """A tiny Keras CNN obeying the model contract (pixels in [0, 1] -> 7 logits), compiled.
+
+    ``Rescaling -> Conv(16) -> GlobalAveragePooling -> Dense(32) -> Dense(7)``.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3))
+    h = keras.layers.Rescaling(4.0, -2.0)(inp)
+    h = keras.layers.Conv2D(16, 3, activation="relu")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    h = keras.layers.Dense(32, activation="relu")(h)
+    out = keras.layers.Dense(NUM_CLASSES)(h)
+    model = keras.Model(inp, out, name="toy_cnn")
+    model.compile(keras.optimizers.Adam(0.005), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model

@@ -1,0 +1,30 @@
+"""Shared test setup: quiet TensorFlow, and caches/results kept out of the repository."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REAL_HAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "ham10000"
+
+
+@pytest.fixture
+def real_ham10000() -> Path:
+    """The real HAM10000 copy beside the project; the test is skipped where it is absent."""
+    if not (REAL_HAM / "HAM10000_metadata.csv").is_file():
+        pytest.skip(f"real HAM10000 not found at {REAL_HAM}")
+    return REAL_HAM
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch) -> Path:
+    """Fresh cache and results folders for one test (the pipeline reads them from the env)."""
+    monkeypatch.setenv("SKINLIB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SKINLIB_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path

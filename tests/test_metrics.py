@@ -1,0 +1,197 @@
+"""Metrics on hand-worked confusion matrices, zero denominators, bootstrap intervals."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from skinlib.errors import SkinlibError
+from skinlib.metrics import (
+    attack_metrics,
+    bootstrap_ci,
+    confusion,
+    evaluate,
+    health_confusion,
+    health_metrics,
+    model_metrics,
+)
+
+# Worked example: 3 of the 7 classes occur in y_true: akiec (0), mel (4), nv (5).
+#   akiec: 4 images -> 3 akiec, 1 mel
+#   mel:   3 images -> 2 mel,   1 nv
+#   nv:    5 images -> 4 nv,    1 bkl (2)   (bkl is predicted but has no image)
+Y_TRUE = np.array([0, 0, 0, 0, 4, 4, 4, 5, 5, 5, 5, 5])
+Y_PRED = np.array([0, 0, 0, 4, 4, 4, 5, 5, 5, 5, 5, 2])
+
+
+def test_model_metrics_worked_example():
+    m = model_metrics(Y_TRUE, Y_PRED)
+    assert m["accuracy"] == pytest.approx(9 / 12)
+    assert m["recall_akiec"] == pytest.approx(3 / 4)
+    assert m["recall_mel"] == pytest.approx(2 / 3)
+    assert m["recall_nv"] == pytest.approx(4 / 5)
+    # classes without images: NaN recall (bkl too, although it was predicted once)
+    for c in ("bcc", "bkl", "df", "vasc"):
+        assert math.isnan(m[f"recall_{c}"])
+    # macro recall over the 3 present classes: (3/4 + 2/3 + 4/5) / 3 = 133/180
+    assert m["macro_recall"] == pytest.approx(133 / 180)
+    # specificity TN/(TN+FP), one class against the rest, present classes only:
+    #   akiec: negatives 8, FP 0 -> 8/8;  mel: negatives 9, FP 1 (akiec->mel) -> 8/9;
+    #   nv: negatives 7, FP 1 (mel->nv) -> 6/7.  Mean = (1 + 8/9 + 6/7)/3 = 173/189.
+    # (bkl, absent, would have had 11/12 and is left out.)
+    assert m["macro_specificity"] == pytest.approx(173 / 189)
+    assert m["macro_specificity"] != pytest.approx((1 + 8 / 9 + 6 / 7 + 11 / 12) / 4)
+
+
+def test_health_metrics_differ_between_groupings():
+    # clinical (positive = akiec, bcc, mel): akiec row 4 TP; mel row 2 TP + 1 FN (->nv);
+    # nv row 5 TN (nv and bkl are both benign).  TP=6 FN=1 FP=0 TN=5.
+    c = health_metrics(Y_TRUE, Y_PRED, "clinical")
+    assert c["health_accuracy"] == pytest.approx(11 / 12)
+    assert c["sensitivity"] == pytest.approx(6 / 7)
+    assert c["health_specificity"] == pytest.approx(5 / 5)
+    assert c["npv"] == pytest.approx(5 / 6)
+    assert c["fnr"] == pytest.approx(1 / 7)
+    # thesis (positive also nv): akiec 4 TP; mel 3 TP (mel->nv stays positive);
+    # nv 4 TP + 1 FN (->bkl).  TP=11 FN=1 FP=0 TN=0: specificity 0/0 -> NaN.
+    t = health_metrics(Y_TRUE, Y_PRED, "thesis")
+    assert t["health_accuracy"] == pytest.approx(11 / 12)
+    assert t["sensitivity"] == pytest.approx(11 / 12)
+    assert math.isnan(t["health_specificity"])
+    assert t["npv"] == pytest.approx(0 / 1)
+    assert t["fnr"] == pytest.approx(1 / 12)
+
+
+def test_health_confusion_layout():
+    # [[TN, FP], [FN, TP]] with the clinical counts above
+    np.testing.assert_array_equal(health_confusion(Y_TRUE, Y_PRED, "clinical"), [[5, 0], [1, 6]])
+    np.testing.assert_array_equal(health_confusion(Y_TRUE, Y_PRED, "thesis"), [[0, 0], [1, 11]])
+
+
+def test_zero_denominators_give_nan_not_errors():
+    y = np.array([5, 5, 2])  # only benign classes (clinical): no positive at all
+    p = np.array([5, 2, 2])
+    h = health_metrics(y, p, "clinical")
+    assert math.isnan(h["sensitivity"]) and math.isnan(h["fnr"])
+    assert h["health_specificity"] == 1.0 and h["npv"] == 1.0
+    # a single class: its specificity has no negatives, so the macro mean is NaN
+    m = model_metrics(np.array([3, 3]), np.array([3, 1]))
+    assert m["recall_df"] == 0.5
+    assert math.isnan(m["macro_specificity"])
+
+
+def test_confusion_is_sklearn_7x7():
+    counts = confusion(Y_TRUE, Y_PRED, normalize=None)
+    assert counts.shape == (7, 7)
+    assert counts[0, 0] == 3 and counts[0, 4] == 1 and counts[5, 2] == 1 and counts.sum() == 12
+    norm = confusion(Y_TRUE, Y_PRED)
+    np.testing.assert_allclose(norm[[0, 4, 5]].sum(axis=1), 1.0)
+    assert norm[[1, 2, 3, 6]].sum() == 0  # rows of classes without images
+    with pytest.raises(SkinlibError, match="normalize"):
+        confusion(Y_TRUE, Y_PRED, normalize="rows")
+
+
+def test_attack_metrics_error_rate_vs_flip_rate():
+    y = np.array([0, 1, 2, 3])
+    clean = np.array([0, 1, 2, 0])  # already wrong on the last image
+    adv = np.array([0, 2, 2, 0])
+    a = attack_metrics(y, clean, adv)
+    assert a["error_rate"] == pytest.approx(2 / 4)  # images 1 and 3 are wrong
+    assert a["flip_rate"] == pytest.approx(1 / 4)  # only image 1 changed
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        ((np.array([0, 1]), np.array([0])), "y_pred"),
+        ((np.array([0, 7]), np.array([0, 1])), "y_true"),
+        ((np.array([], dtype=int), np.array([], dtype=int)), "y_true"),
+        ((np.array([0, 1]), np.array([0.5, 1.0])), "y_pred"),
+    ],
+)
+def test_bad_input_names_the_argument(args, key):
+    with pytest.raises(SkinlibError, match=key):
+        model_metrics(*args)
+
+
+def test_unknown_grouping():
+    with pytest.raises(SkinlibError, match="grouping"):
+        health_metrics(Y_TRUE, Y_PRED, "oncology")
+
+
+def _noisy(n: int, seed: int, acc: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.choice(7, size=n, p=[0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    p = np.where(rng.random(n) < acc, y, rng.integers(0, 7, n))
+    return y, p
+
+
+def _accuracy(t: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(t == p))
+
+
+def test_bootstrap_contains_estimate_narrows_and_is_deterministic():
+    y, p = _noisy(2000, 1)
+    point = _accuracy(y, p)
+    lo, hi = bootstrap_ci(_accuracy, [y, p], 300, seed=0)
+    assert lo < point < hi
+    assert bootstrap_ci(_accuracy, [y, p], 300, seed=0) == (lo, hi)
+    assert bootstrap_ci(_accuracy, [y, p], 300, seed=1) != (lo, hi)
+    lo_s, hi_s = bootstrap_ci(_accuracy, [y[:100], p[:100]], 300, seed=0)
+    assert (hi_s - lo_s) > 2.5 * (hi - lo)  # width ~ 1/sqrt(n): sqrt(20) = 4.5
+    # the 95% interval of a proportion is about +-1.96 sqrt(q(1-q)/n)
+    half = 1.96 * math.sqrt(point * (1 - point) / y.size)
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.2)
+
+
+def test_bootstrap_zero_resamples_is_nan():
+    lo, hi = bootstrap_ci(_accuracy, [Y_TRUE, Y_PRED], 0, seed=0)
+    assert math.isnan(lo) and math.isnan(hi)
+    rows = evaluate(Y_TRUE, Y_PRED, n_boot=0)
+    assert all(math.isnan(r["ci_low"]) and math.isnan(r["ci_high"]) for r in rows)
+
+
+def test_evaluate_rows_match_point_metrics_and_generic_bootstrap():
+    y, p = _noisy(400, 2)
+    _, clean = _noisy(400, 2, acc=0.9)
+    rows = evaluate(y, p, y_pred_clean=clean, n_boot=200, seed=3)
+    by_key = {(r["grouping"], r["metric"]): r for r in rows}
+    assert len(rows) == 10 + 2 * 5 + 2 == len(by_key)
+    for k, v in model_metrics(y, p).items():
+        assert by_key[("", k)]["value"] == pytest.approx(v, nan_ok=True)
+    for g in ("clinical", "thesis"):
+        for k, v in health_metrics(y, p, g).items():
+            assert by_key[(g, k)]["value"] == pytest.approx(v, nan_ok=True)
+    for k, v in attack_metrics(y, clean, p).items():
+        assert by_key[("", k)]["value"] == pytest.approx(v)
+    assert by_key[("", "error_rate")]["value"] == pytest.approx(1 - by_key[("", "accuracy")]["value"])
+    # the vectorised bootstrap draws the same resamples as bootstrap_ci
+    for metric, fn in [
+        ("macro_recall", lambda t, q: model_metrics(t, q)["macro_recall"]),
+        ("accuracy", _accuracy),
+    ]:
+        expect = bootstrap_ci(fn, [y, p], 200, seed=3)
+        got = by_key[("", metric)]
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx(expect)
+    sens = bootstrap_ci(lambda t, q: health_metrics(t, q, "thesis")["sensitivity"], [y, p], 200, seed=3)
+    assert (by_key[("thesis", "sensitivity")]["ci_low"], by_key[("thesis", "sensitivity")]["ci_high"]) == pytest.approx(sens)
+    for r in rows:
+        if not math.isnan(r["value"]):
+            assert r["ci_low"] <= r["value"] <= r["ci_high"], r
+
+
+def test_evaluate_without_clean_has_no_attack_rows():
+    metrics = {r["metric"] for r in evaluate(Y_TRUE, Y_PRED, n_boot=10)}
+    assert "error_rate" not in metrics and "flip_rate" not in metrics
+    assert {"accuracy", "macro_recall", "macro_specificity", "recall_vasc", "npv", "fnr"} <= metrics
+
+
+def test_evaluate_is_fast_enough():
+    y, p = _noisy(1250, 4)
+    _, clean = _noisy(1250, 4, acc=0.9)
+    start = time.perf_counter()
+    evaluate(y, p, y_pred_clean=clean, n_boot=1000, seed=0)
+    assert time.perf_counter() - start < 2.0  # measured ~0.03 s

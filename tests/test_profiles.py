@@ -1,0 +1,89 @@
+"""Profiles load, validate, and refuse bad keys, types and paths with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skinlib.errors import SkinlibError
+from skinlib.profiles import PROFILES_DIR, apply_overrides, load_profile
+
+NAMES = ["smoke", "default", "ham10000", "thesis"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_profiles_load(name):
+    profile = load_profile(name, data_dir="/tmp")
+    assert profile.name == name
+    assert len(profile.models) == 2
+
+
+def test_thesis_profile_is_the_thesis_setting():
+    p = load_profile("thesis", data_dir="/tmp")
+    assert p.models == ["resnet50", "inceptionv3"]
+    assert (p.train.batch_size, p.train.epochs, p.train.weights) == (32, 50, "imagenet")
+    assert (p.retraining.rounds, p.retraining.epochs_per_round, p.retraining.fraction) == (5, 5, 0.5)
+    assert p.fgsm.eps == pytest.approx(2 / 255)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_key_and_valid_ones(tmp_path):
+    with pytest.raises(SkinlibError) as err:
+        load_profile(_write(tmp_path, "name: x\ntrain:\n  epoch: 3\n"))
+    msg = str(err.value)
+    assert "train.epoch" in msg and "epochs" in msg and "\n" not in msg
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(SkinlibError, match=r"train\.epochs: expected an integer"):
+        load_profile(_write(tmp_path, "name: x\ntrain:\n  epochs: three\n"))
+
+
+def test_python_object_tag_is_refused(tmp_path):
+    path = _write(tmp_path, "name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(SkinlibError, match="not valid YAML"):
+        load_profile(path)
+
+
+def test_profile_name_cannot_escape_results(tmp_path):
+    from skinlib.paths import results_dir
+
+    with pytest.raises(SkinlibError, match="not a plain name"):
+        results_dir("../../etc")
+    with pytest.raises(SkinlibError, match="not a profile name"):
+        load_profile("../secret")
+
+
+def test_data_dir_from_environment(monkeypatch):
+    monkeypatch.setenv("SKINLIB_DATA_DIR", "/data/ham")
+    assert load_profile("ham10000").data.data_dir == "/data/ham"
+    assert load_profile("ham10000", data_dir="/other").data.data_dir == "/other"
+
+
+def test_overrides_are_type_checked():
+    p = load_profile("smoke")
+    assert apply_overrides(p, {"fgsm.eps": 0.0156}).fgsm.eps == 0.0156
+    with pytest.raises(SkinlibError, match="fgsm.epsilon"):
+        apply_overrides(p, {"fgsm.epsilon": 0.1})
+    with pytest.raises(SkinlibError, match="expected a number"):
+        apply_overrides(p, {"fgsm.eps": "big"})
+
+
+def test_every_profile_file_is_tested():
+    assert sorted(p.stem for p in PROFILES_DIR.glob("*.yml")) == sorted(NAMES)
+
+
+def test_cli_bad_profile_is_one_line_exit_2(tmp_path):
+    path = _write(tmp_path, "name: x\nbogus: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "skinlib", "run", "--profile", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "bogus" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,167 @@
+"""Tidy results: validation, byte-stable CSV, atomic writes that survive a crash."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+import skinlib.results as results
+from skinlib.errors import SkinlibError
+from skinlib.metrics import evaluate
+from skinlib.results import (
+    COLUMNS,
+    atomic_write_bytes,
+    atomic_write_text,
+    metric_rows,
+    read_results,
+    write_results,
+)
+
+
+def _row(**over):
+    row = {
+        "profile": "smoke", "experiment": "exp2_1_fgsm", "model": "resnet_small", "attack": "fgsm",
+        "defence": "none", "setting": "greybox", "param": "0.0078125", "grouping": "clinical",
+        "metric": "sensitivity", "value": 0.5, "ci_low": 1 / 3, "ci_high": float("nan"),
+    }
+    row.update(over)
+    return row
+
+
+def test_metric_rows_fill_context():
+    ev = evaluate([0, 1, 5, 5], [0, 1, 1, 5], y_pred_clean=[0, 1, 5, 5], n_boot=0)
+    rows = metric_rows(ev, profile="smoke", experiment="exp2_1_fgsm", model="m", attack="fgsm",
+                       setting="greybox", param=2 / 255)
+    assert len(rows) == len(ev)
+    assert all(list(r) == COLUMNS for r in rows)
+    assert {r["param"] for r in rows} == {"0.00784313725490196"}
+    assert {r["defence"] for r in rows} == {"none"}
+    assert metric_rows(ev, profile="p", experiment="exp0_classifier", model="m")[0]["param"] == ""
+    assert metric_rows(ev, profile="p", experiment="exp1_poisoning", model="m", param=0.05)[0]["param"] == "0.05"
+
+
+def test_roundtrip_and_exact_bytes(tmp_path):
+    rows = [_row(), _row(grouping="", metric="accuracy", param="", value=0.1234567, ci_low=0.0, ci_high=1.0)]
+    a, b = tmp_path / "a.csv", tmp_path / "sub" / "b.csv"
+    write_results(a, rows)
+    write_results(b, rows)
+    assert a.read_bytes() == b.read_bytes()
+    lines = a.read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS)
+    assert lines[1] == "smoke,exp2_1_fgsm,resnet_small,fgsm,none,greybox,0.0078125,clinical,sensitivity,0.500000,0.333333,"
+    assert lines[2].endswith(",,accuracy,0.123457,0.000000,1.000000")
+    df = read_results(a)
+    assert list(df.columns) == COLUMNS and len(df) == 2
+    assert df.loc[0, "value"] == 0.5 and math.isnan(df.loc[0, "ci_high"])
+    assert df.loc[1, "grouping"] == "" and df.loc[1, "param"] == ""
+    assert df.loc[0, "param"] == "0.0078125"  # text, not a float
+    # written -> read -> written again gives the same bytes
+    write_results(b, df.to_dict("records"))
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({**_row(), "eps": 1.0}, "unknown column 'eps'"),
+        ({k: v for k, v in _row().items() if k != "ci_low"}, "missing column 'ci_low'"),
+        (_row(experiment="exp9_magic"), "unknown experiment 'exp9_magic'"),
+        (_row(setting="blackbox"), "unknown setting 'blackbox'"),
+        (_row(grouping="oncology"), "unknown grouping"),
+        (_row(value=float("inf")), "'value' must be a finite number or NaN"),
+        (_row(ci_low="0.3"), "'ci_low' must be a finite number"),
+        (_row(metric=""), "'metric' is empty"),
+        (_row(param=0.05), "'param' must be text"),
+    ],
+)
+def test_validation_errors_leave_previous_file(tmp_path, row, message):
+    path = tmp_path / "exp.csv"
+    write_results(path, [_row()])
+    before = path.read_bytes()
+    with pytest.raises(SkinlibError, match=message) as err:
+        write_results(path, [_row(), row])
+    assert str(path) in str(err.value) and "row 2" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert path.read_bytes() == before
+
+
+def _no_temp_files(folder) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == ["exp.csv"]
+
+
+def test_crash_in_the_middle_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "exp.csv"
+    write_results(path, [_row()])
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+
+    class HalfThenCrash:
+        """A file that writes half of what it is given, then fails (disk full, kill, ...)."""
+
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            raise OSError("simulated crash mid-write")
+
+    monkeypatch.setattr(results.os, "fdopen", lambda fd, mode: HalfThenCrash(real_fdopen(fd, mode)))
+    with pytest.raises(OSError, match="simulated"):
+        write_results(path, [_row(), _row(metric="fnr")])
+    assert path.read_bytes() == before
+    assert _no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("fails", ["fsync", "replace"])
+def test_failed_fsync_or_rename_keeps_previous_file(tmp_path, monkeypatch, fails):
+    path = tmp_path / "exp.csv"
+    write_results(path, [_row()])
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError(f"simulated {fails} failure")
+
+    monkeypatch.setattr(results.os, fails, boom)
+    with pytest.raises(OSError, match="simulated"):
+        write_results(path, [_row(metric="npv")])
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert _no_temp_files(tmp_path)
+
+
+def test_atomic_write_helpers(tmp_path):
+    target = tmp_path / "deep" / "prov.json"
+    atomic_write_text(target, '{"a": 1}\n')
+    assert target.read_text() == '{"a": 1}\n'
+    atomic_write_bytes(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not a temp file's 0600
+    assert sorted(p.name for p in target.parent.iterdir()) == ["prov.json"]
+
+
+def test_read_results_errors(tmp_path):
+    with pytest.raises(SkinlibError, match="no such results file"):
+        read_results(tmp_path / "absent.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("profile,experiment,model,metric,value\nsmoke,exp0_classifier,m,accuracy,0.5\n")
+    with pytest.raises(SkinlibError, match="missing column.*attack") as err:
+        read_results(bad)
+    assert str(bad) in str(err.value)
+    write_results(bad, [_row()])
+    bad.write_text(bad.read_text().replace("0.500000", "half"))
+    with pytest.raises(SkinlibError, match="'value' holds 'half'"):
+        read_results(bad)
+    bad.write_text(bad.read_text().replace("half", "0.5").replace("greybox", "redbox"))
+    with pytest.raises(SkinlibError, match="unknown setting 'redbox'"):
+        read_results(bad)
