@@ -68,10 +68,13 @@ saver = _Run(results_dir)
 # ## Recap across defences (thesis figures 5.1 and 5.2)
 
 # %% tags=["hide-input"]
+eps_key = f"{prof.fgsm.eps:.6g}"
 if not results.empty:
+    # one row per stage: FGSM at the thesis's eps (experiment 2.1 sweeps eps)
+    at_eps = results[(results["experiment"] != "exp2_1_fgsm") | (results["param"].astype(str) == eps_key)]
     for model in prof.models:
         for attack in ("fgsm", "uap_art"):
-            show(saver, plots.recap(results, model=model, attack=attack,
+            show(saver, plots.recap(at_eps, model=model, attack=attack,
                                     metrics=["accuracy", "macro_recall", "sensitivity", "npv", "fnr"]),
                  f"summary_recap_{model}_{attack}")
 

@@ -151,6 +151,14 @@ def loss_gradient(classifier: Any, x: np.ndarray, y: np.ndarray, batch_size: int
 # ---------------------------------------------------------------------------- fast UAP core
 
 
+def _flip_h(x: Any) -> Any:
+    return _tf().reverse(x, axis=[2])
+
+
+def _flip_v(x: Any) -> Any:
+    return _tf().reverse(x, axis=[1])
+
+
 def flip_transform(flip: str) -> Optional[Callable]:
     """A differentiable TensorFlow stand-in for LLT's flip (``None`` for ``"none"``).
 
@@ -159,11 +167,10 @@ def flip_transform(flip: str) -> Optional[Callable]:
     WebP is approximated by the identity (the same estimate as
     :meth:`skinlib.defences.LowLevelTransformation.estimate_gradient`).
     """
-    tf = _tf()
     if flip == "horizontal":
-        return lambda x: tf.reverse(x, axis=[2])
+        return _flip_h
     if flip == "vertical":
-        return lambda x: tf.reverse(x, axis=[1])
+        return _flip_v
     if flip == "none":
         return None
     raise SkinlibError(f"flip: {flip!r} is not horizontal, vertical or none")
@@ -178,6 +185,95 @@ def project(delta: np.ndarray, norm: str, eps: float) -> np.ndarray:
     return delta if n <= eps else (delta * (eps / n)).astype(np.float32)
 
 
+class _UAPStep:
+    """The compiled minibatch step of :func:`fast_uap` for one model and one configuration.
+
+    The perturbation, the Adam moments, the step size and the budget are variables, so a
+    new call (new seed, eps or learning rate) reuses the traced graph instead of tracing
+    again. The model is held through a weak reference (the cache must not keep it alive).
+    """
+
+    def __init__(self, model: Any, shape: tuple[int, ...], norm: str, step: str, loss: str, beta: float,
+                 transform: Optional[Callable]) -> None:
+        import weakref
+
+        tf = _tf()
+        ref = weakref.ref(model)
+        self.delta = tf.Variable(tf.zeros(shape), trainable=False)
+        self.m = tf.Variable(tf.zeros(shape), trainable=False)
+        self.v = tf.Variable(tf.zeros(shape), trainable=False)
+        self.t = tf.Variable(0.0, trainable=False)
+        self.lr = tf.Variable(0.0, trainable=False)
+        self.eps = tf.Variable(0.0, trainable=False)
+        # L2 steps are scaled by sqrt(dim) so that the learning rate is a per-pixel step in
+        # both norms (a sign step has L2 length sqrt(dim) * lr).
+        l2_scale = float(np.sqrt(np.prod(shape)))
+        tx = transform if transform is not None else (lambda z: z)
+        delta, m, v, t, lr, eps = self.delta, self.m, self.v, self.t, self.lr, self.eps
+        b1, b2, tiny = 0.9, 0.999, 1e-8
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.float32), tf.TensorSpec((None,), tf.int64)])
+        def train_step(xb, yb):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(delta)
+                xa = tf.clip_by_value(xb + delta, 0.0, 1.0)
+                logits = ref()(tx(xa), training=False)
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+                if loss == "clipped":
+                    ce = tf.minimum(ce, beta)
+                objective = tf.reduce_mean(ce)
+            g = tape.gradient(objective, delta)
+            if step == "adam":
+                t.assign_add(1.0)
+                m.assign(b1 * m + (1 - b1) * g)
+                v.assign(b2 * v + (1 - b2) * tf.square(g))
+                direction = (m / (1 - tf.pow(b1, t))) / (tf.sqrt(v / (1 - tf.pow(b2, t))) + tiny)
+            elif norm == "inf":
+                direction = tf.sign(g)
+            else:
+                direction = g / (tf.norm(g) + 1e-12) * l2_scale
+            new = delta + lr * direction  # gradient ASCENT on the loss
+            if norm == "inf":
+                new = tf.clip_by_value(new, -eps, eps)
+            else:
+                nrm = tf.norm(new)
+                new = tf.where(nrm > eps, new * (eps / (nrm + 1e-12)), new)
+            delta.assign(new)
+            return objective
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.float32), tf.TensorSpec(shape, tf.float32)])
+        def predict(xb, d):
+            return tf.argmax(ref()(tx(tf.clip_by_value(xb + d, 0.0, 1.0)), training=False), axis=1)
+
+        self.train_step = train_step
+        self.predict = predict
+
+    def reset(self, d0: np.ndarray, lr: float, eps: float) -> None:
+        self.delta.assign(d0)
+        self.m.assign(np.zeros_like(d0))
+        self.v.assign(np.zeros_like(d0))
+        self.t.assign(0.0)
+        self.lr.assign(lr)
+        self.eps.assign(eps)
+
+
+_STEPS: Any = None  # WeakKeyDictionary: model -> {config: _UAPStep}
+
+
+def _uap_step(model: Any, shape: tuple[int, ...], norm: str, step: str, loss: str, beta: float,
+              transform: Optional[Callable]) -> _UAPStep:
+    import weakref
+
+    global _STEPS
+    if _STEPS is None:
+        _STEPS = weakref.WeakKeyDictionary()
+    per_model = _STEPS.setdefault(model, {})
+    key = (shape, norm, step, loss, float(beta), transform)
+    if key not in per_model:
+        per_model[key] = _UAPStep(model, shape, norm, step, loss, beta, transform)
+    return per_model[key]
+
+
 def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float, batch_size: int,
              epochs: int, learning_rate: float, seed: int, step: str = "sign", loss: str = "ce",
              beta: float = 9.0, init: str = "zeros", x_monitor: Optional[np.ndarray] = None,
@@ -187,95 +283,54 @@ def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float,
 
     See :func:`skinlib.attacks.uap_fast` for the method and the arguments. ``x`` float32
     in ``[0, 1]``; ``y`` integer labels. Returns ``(delta (S, S, 3) float32, info)``.
+    The compiled step is cached per model and configuration: the first call traces it
+    (``info["traced"]``), later calls reuse it.
     """
-    tf = _tf()
+    start = time.perf_counter()
     rng = np.random.default_rng(seed)
     n = len(x)
-    shape = tuple(x.shape[1:])
-    dim = float(np.prod(shape))
+    shape = tuple(int(s) for s in x.shape[1:])
+    cached = _STEPS is not None and model in _STEPS and \
+        (shape, norm, step, loss, float(beta), input_transform) in _STEPS[model]
+    runner = _uap_step(model, shape, norm, step, loss, beta, input_transform)
     if init == "zeros":
         d0 = np.zeros(shape, np.float32)
     else:  # "uniform": a small random start inside the ball
         d0 = project(rng.uniform(-eps, eps, shape).astype(np.float32) * 0.1, norm, eps)
-    delta = tf.Variable(d0, dtype=tf.float32)
-    m = tf.Variable(tf.zeros(shape))
-    v = tf.Variable(tf.zeros(shape))
-    t = tf.Variable(0.0)
-    lr = tf.constant(float(learning_rate))
-    eps_t = tf.constant(float(eps))
-    # L2 steps are scaled by sqrt(dim) so that ``learning_rate`` is a per-pixel step in both norms
-    # (a sign step has L2 length sqrt(dim) * lr).
-    l2_scale = tf.constant(float(np.sqrt(dim)))
-    transform = input_transform if input_transform is not None else (lambda z: z)
-    b1, b2, tiny = 0.9, 0.999, 1e-8
+    runner.reset(d0, float(learning_rate), float(eps))
 
-    @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.float32), tf.TensorSpec((None,), tf.int64)])
-    def train_step(xb, yb):
-        with tf.GradientTape() as tape:
-            xa = tf.clip_by_value(xb + delta, 0.0, 1.0)
-            logits = model(transform(xa), training=False)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
-            if loss == "clipped":
-                ce = tf.minimum(ce, beta)
-            objective = tf.reduce_mean(ce)
-        g = tape.gradient(objective, delta)
-        if step == "adam":
-            t.assign_add(1.0)
-            m.assign(b1 * m + (1 - b1) * g)
-            v.assign(b2 * v + (1 - b2) * tf.square(g))
-            mhat = m / (1 - tf.pow(b1, t))
-            vhat = v / (1 - tf.pow(b2, t))
-            direction = mhat / (tf.sqrt(vhat) + tiny)
-        elif norm == "inf":
-            direction = tf.sign(g)
-        else:
-            direction = g / (tf.norm(g) + 1e-12) * l2_scale
-        new = delta + lr * direction  # gradient ASCENT on the loss
-        if norm == "inf":
-            new = tf.clip_by_value(new, -eps_t, eps_t)
-        else:
-            nrm = tf.norm(new)
-            new = tf.where(nrm > eps_t, new * (eps_t / (nrm + 1e-12)), new)
-        delta.assign(new)
-        return objective
-
-    fwd = _forward(model)
-
-    def monitor_preds(xm, d):
-        preds = []
-        for i in range(0, len(xm), 256):
-            xa = tf.clip_by_value(tf.constant(xm[i:i + 256]) + d, 0.0, 1.0)
-            preds.append(fwd(transform(xa)).numpy().argmax(1))
-        return np.concatenate(preds)
+    def monitor_preds(xm: np.ndarray, d: Any) -> np.ndarray:
+        return np.concatenate([runner.predict(xm[i:i + 256], d).numpy() for i in range(0, len(xm), 256)])
 
     monitoring = stop_at is not None
     if monitoring:
         xm = np.asarray(x_monitor if x_monitor is not None else x[: min(n, 256)], np.float32)
-        clean_m = monitor_preds(xm, tf.zeros(shape))
+        clean_m = monitor_preds(xm, np.zeros(shape, np.float32))
     y64 = np.asarray(y, np.int64)
     x32 = np.asarray(x, np.float32)
     history: list[tuple[int, float, float]] = []
     steps = 0
     stopped = False
-    start = time.perf_counter()
+    epoch = 0
     for epoch in range(epochs):
         perm = rng.permutation(n)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            train_step(x32[idx], y64[idx])
+            runner.train_step(x32[idx], y64[idx])
             steps += 1
             if monitoring and steps % check_every == 0:
-                rate = float(np.mean(monitor_preds(xm, delta.read_value()) != clean_m))
+                rate = float(np.mean(monitor_preds(xm, runner.delta) != clean_m))
                 history.append((steps, time.perf_counter() - start, rate))
                 if rate >= stop_at:
                     stopped = True
                     break
         if stopped:
             break
+    delta = runner.delta.numpy().astype(np.float32)
     wall = time.perf_counter() - start
     info = {"wall_s": wall, "steps": steps, "epochs_run": epoch + 1 if epochs else 0,
-            "stopped_early": stopped, "monitor_history": history}
-    return delta.numpy().astype(np.float32), info
+            "stopped_early": stopped, "monitor_history": history, "traced": not cached}
+    return delta, info
 
 
 # ---------------------------------------------------------------------------- toy problem (tests, benchmarks)
