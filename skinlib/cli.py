@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from skinlib.errors import SkinlibError
@@ -59,8 +60,8 @@ def data_check(source: str, data_dir: Optional[str], size: int = 64, split: str 
     lines = [f"source: {source} ({info.description})", f"license: {info.license}",
              f"images: {len(ds)}   lesions: {len(np.unique(ds.lesion_ids))}   "
              f"decoded size: {ds.images.shape[1]}x{ds.images.shape[2]} px"]
-    if "original_sizes" in ds.meta:
-        lines.append(f"original sizes: {ds.meta['original_sizes']}")
+    if info.needs_data_dir:
+        lines.append(f"original image sizes: {_original_sizes(Path(data_dir), ds.image_ids)}")
     lines.append("class counts:")
     for c in CLASSES:
         lines.append(f"  {c:6s} {counts[c]:6d}  ({counts[c] / max(len(ds), 1):6.1%})")
@@ -76,8 +77,46 @@ def data_check(source: str, data_dir: Optional[str], size: int = 64, split: str 
     return "\n".join(lines)
 
 
+def _original_sizes(data_dir: Path, image_ids) -> str:
+    """The on-disk sizes of the dataset's image files (read from their headers)."""
+    from collections import Counter
+
+    from PIL import Image
+
+    from skinlib.data.sources import index_images
+
+    index = index_images(data_dir) if data_dir.is_dir() else {}
+    sizes: Counter = Counter()
+    for image_id in image_ids:
+        path = index.get(str(image_id))
+        if path is not None:
+            with Image.open(path) as img:
+                sizes[img.size] += 1
+    if not sizes:
+        return "n/a (arrays, no image files)"
+    return ", ".join(f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(5))
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr muted: its C++ start-up lines (CUDA
+    probing, absl) ignore TF_CPP_MIN_LOG_LEVEL and would bury one-line error messages."""
+    if "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    _import_tensorflow_quietly()
     try:
         if args.command == "run":
             from skinlib.pipeline import run

@@ -92,22 +92,31 @@ def one_hot(y: np.ndarray, nb_classes: int = NUM_CLASSES) -> np.ndarray:
     return np.eye(nb_classes, dtype=np.float32)[y.astype(np.int64)]
 
 
-_FORWARD_PASS: Optional[Callable] = None
+_FORWARDS: Any = None  # WeakKeyDictionary: model -> compiled forward pass
 
 
 def _forward(model: Any) -> Callable:
-    """A compiled ``x -> model(x, training=False)`` (one tf.function, traced per model)."""
-    global _FORWARD_PASS
-    if _FORWARD_PASS is None:
+    """A compiled ``x -> model(x, training=False)``, cached per model.
+
+    The cache holds the model weakly (and the function refers to it through a weak
+    reference), so a model that is deleted frees its compiled function too.
+    """
+    import weakref
+
+    global _FORWARDS
+    if _FORWARDS is None:
+        _FORWARDS = weakref.WeakKeyDictionary()
+    fn = _FORWARDS.get(model)
+    if fn is None:
         tf = _tf()
+        ref = weakref.ref(model)
 
         @tf.function(reduce_retracing=True)
-        def forward_pass(m, x):
-            return m(x, training=False)
+        def fn(x):
+            return ref()(x, training=False)
 
-        _FORWARD_PASS = forward_pass
-    fp = _FORWARD_PASS
-    return lambda x: fp(model, x)
+        _FORWARDS[model] = fn
+    return fn
 
 
 def predict_logits(model_or_classifier: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -151,8 +151,9 @@ def test_uap_fast_respects_budget_and_is_deterministic(problem, norm, eps):
     x, y = problem["x"], problem["y"]
     v1, info = attacks.uap_fast(problem["model"], x, y, norm=norm, eps=eps, epochs=2, batch_size=64,
                                 learning_rate=0.003, seed=5)
-    v2, _ = attacks.uap_fast(problem["model"], x, y, norm=norm, eps=eps, epochs=2, batch_size=64,
-                             learning_rate=0.003, seed=5)
+    v2, info2 = attacks.uap_fast(problem["model"], x, y, norm=norm, eps=eps, epochs=2, batch_size=64,
+                                 learning_rate=0.003, seed=5)
+    assert info2["traced"] is False  # the compiled step is reused, and fully reset
     assert v1.shape == (S, S, 3) and v1.dtype == np.float32
     np.testing.assert_array_equal(v1, v2)
     if norm == "inf":
@@ -254,3 +255,17 @@ def test_helpers():
         attacks.random_noise(x, [-0.1])
     with pytest.raises(SkinlibError, match="\\[0, 1\\]"):
         attacks.as_float_images(x * 2)
+
+
+def test_compiled_functions_do_not_keep_models_alive():
+    import gc
+    import weakref
+
+    x, y = tf_backend.toy_data(64, S, seed=2)
+    model = tf_backend.toy_model(S, seed=2)
+    tf_backend.predict_labels(model, x)
+    attacks.uap_fast(model, x, y, eps=0.03, epochs=1, stop_at=0.99, check_every=1)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
