@@ -59,7 +59,9 @@ class _Run:  # the figure saver of skinlib.pages.show needs only save_figure
 
     def save_figure(self, fig, name):
         (self.folder / "figures").mkdir(parents=True, exist_ok=True)
-        fig.savefig(self.folder / "figures" / f"{name}.png", dpi=110, bbox_inches="tight")
+        path = self.folder / "figures" / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
 
 
 saver = _Run(results_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -13,13 +14,11 @@ from skinlib.models import MODELS
 
 
 def show(run: Run, fig, name: str) -> None:
-    """Save ``fig`` under the run's figures and display it once."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+    """Save ``fig`` under the run's figures and display it as a PNG (whatever the backend)."""
+    from IPython.display import Image, display
 
-    run.save_figure(fig, name)
-    display(fig)
-    plt.close(fig)
+    path = run.save_figure(fig, name)
+    display(Image(data=Path(path).read_bytes(), format="png"))
 
 
 def model_map(run: Run) -> dict[str, str]:
@@ -36,7 +35,8 @@ def thesis_rows(run: Run, results: pd.DataFrame, tables: Sequence[str], *,
     if thesis.empty:
         return pd.DataFrame({"note": ["thesis tables not found (set SKINLIB_THESIS_TABLES)"]})
     thesis = thesis[thesis["table"].astype(str).isin(list(tables))]
-    return thesis_comparison(results, thesis, model_map=model_map(run), param_filter=param_filter)
+    table = thesis_comparison(results, thesis, model_map=model_map(run), param_filter=param_filter)
+    return table.drop(columns=["experiment"]).reset_index(drop=True)
 
 
 def confusions(y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

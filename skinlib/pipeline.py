@@ -243,6 +243,10 @@ def publish_book(profile_name: str, book_dir: Path = BOOK_DIR) -> list[Path]:
                 nb.cells.append(_notice_cell(
                     f"```{{warning}}\nThis page has not been run yet for profile `{profile_name}`: "
                     f"run `skinlib run --profile {profile_name} --only {page}`.\n```"))
+        for cell in nb.cells:  # the parameter cells matter for provenance, not for reading
+            tags = cell.get("metadata", {}).get("tags", [])
+            if {"parameters", "injected-parameters"} & set(tags) and "hide-cell" not in tags:
+                cell.setdefault("metadata", {})["tags"] = [*tags, "hide-cell"]
         if record.get("status") == "failed":
             when = record.get("ended", "")
             lead = ("The results below are from its last successful run." if good.is_file()
