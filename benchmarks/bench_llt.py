@@ -58,7 +58,7 @@ def load_images(profile_name: str, n: int, size: int | None) -> tuple[np.ndarray
         prof = load_profile(profile_name)
         s = size or prof.data.image_size
         ds = load_dataset(prof.data.source, prof.data.data_dir, s, seed=prof.seed,
-                          n_images=max(n, prof.data.n_images or n) if prof.data.source == "synthetic" else None)
+                          n_images=n if prof.data.source == "synthetic" else None)
         return ds.images[:n], f"{prof.data.source}:{s}px"
     except Exception as exc:  # the data layer may not be there yet: measure on generated images
         from skinlib.tf_backend import toy_data

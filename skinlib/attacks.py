@@ -371,7 +371,8 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
              eps: float, batch_size: int = 64, epochs: int = 5, learning_rate: float = 0.005, seed: int = 0,
              step: str = "sign", loss: str = "ce", beta: float = 9.0, init: str = "zeros",
              x_monitor: Optional[np.ndarray] = None, stop_at: Optional[float] = None, check_every: int = 5,
-             input_transform: Optional[Callable] = None) -> tuple[np.ndarray, dict[str, Any]]:
+             input_transform: Optional[Callable] = None,
+             max_steps: Optional[int] = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Universal perturbation by minibatch stochastic gradient ascent (Shafahi et al. 2020).
 
     One perturbation ``delta`` (start: zeros, or ``init="uniform"``: a small seeded random
@@ -386,7 +387,7 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
 
     Early stopping: with ``stop_at`` set, every ``check_every`` steps the flip rate on
     ``x_monitor`` (default: the first 256 training images) is measured and training stops
-    once it reaches ``stop_at``.
+    once it reaches ``stop_at``. ``max_steps`` caps the number of minibatch steps.
 
     | Paper link: https://arxiv.org/abs/1811.11304
 
@@ -426,6 +427,8 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
         raise SkinlibError(f"init: {init!r} is not 'zeros' or 'uniform'")
     if stop_at is not None and not 0 < float(stop_at) <= 1:
         raise SkinlibError(f"stop_at: expected a flip rate in (0, 1], got {stop_at!r}")
+    if max_steps is not None:
+        max_steps = _check_positive_int(max_steps, "max_steps")
     keras_model = tf_backend.keras_model_of(model)
     x = as_float_images(x_train, "x_train")
     y = _labels(y_train, len(x), "y_train")
@@ -435,7 +438,7 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
                                   epochs=epochs, learning_rate=float(learning_rate), seed=seed, step=step,
                                   loss=loss, beta=float(beta), init=init, x_monitor=xm,
                                   stop_at=None if stop_at is None else float(stop_at), check_every=check_every,
-                                  input_transform=input_transform)
+                                  input_transform=input_transform, max_steps=max_steps)
     info.update({"method": "uap_fast", "n_train": len(x), "norm": norm, "eps": float(eps)})
     info.update(_universal_info(keras_model, x, y, v, batch_size))
     return v, info

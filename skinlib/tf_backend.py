@@ -283,11 +283,23 @@ def _uap_step(model: Any, shape: tuple[int, ...], norm: str, step: str, loss: st
     return per_model[key]
 
 
+def forget_compiled(model: Any = None) -> None:
+    """Drop the cached compiled functions (of ``model``, or of every model): the next call traces again."""
+    for cache in (_FORWARDS, _STEPS):
+        if cache is None:
+            continue
+        if model is None:
+            cache.clear()
+        else:
+            cache.pop(model, None)
+
+
 def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float, batch_size: int,
              epochs: int, learning_rate: float, seed: int, step: str = "sign", loss: str = "ce",
              beta: float = 9.0, init: str = "zeros", x_monitor: Optional[np.ndarray] = None,
              stop_at: Optional[float] = None, check_every: int = 5,
-             input_transform: Optional[Callable] = None) -> tuple[np.ndarray, dict[str, Any]]:
+             input_transform: Optional[Callable] = None,
+             max_steps: Optional[int] = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Compiled stochastic-gradient universal perturbation (the core of ``attacks.uap_fast``).
 
     See :func:`skinlib.attacks.uap_fast` for the method and the arguments. ``x`` float32
@@ -327,6 +339,9 @@ def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float,
             idx = perm[i:i + batch_size]
             runner.train_step(x32[idx], y64[idx])
             steps += 1
+            if max_steps is not None and steps >= max_steps:
+                stopped = True
+                break
             if monitoring and steps % check_every == 0:
                 rate = float(np.mean(monitor_preds(xm, runner.delta) != clean_m))
                 history.append((steps, time.perf_counter() - start, rate))

@@ -22,10 +22,12 @@ Visual signatures (dermoscopy vocabulary, simplified):
 - ``df``: small, light brown, fine peripheral network, central white patch.
 - ``vasc``: red/purple lacunae separated by pale septa.
 
-Rendering is vectorised with numpy on a coordinate grid (value noise, polar border
-function) plus Pillow drawing for dots, vessels and hairs, at twice the requested size
-(anti-aliasing by a box down-sampling). Every random draw is independent of the image
+Rendering is vectorised with numpy on a coordinate grid at the requested size (value
+noise, a polar border function, a hexagonal pigment network faded out where it would
+alias), plus Pillow drawing for dots, globules, lacunae, vessels and hairs at twice the
+size, box-filtered down (anti-aliasing). Every random draw is independent of the image
 size, so a seed gives the same lesions at every size. Same seed: byte-identical arrays.
+About 3-4 ms per 64 px image on one core.
 """
 
 from __future__ import annotations
@@ -127,8 +129,8 @@ _RANGES: dict[str, dict[str, tuple[float, float]]] = {
                nests_n=(0, 0.5), streaks_n=(0, 1), vessels_arbor=(0.0, 0.05), vessels_dotted=(0.0, 0.2),
                white_patch=(0.55, 0.95), lacunae_n=(0, 0), lacunae_strength=(0.0, 0.0), scale=(0.0, 0.15),
                ridges=(0.0, 0.1), erythema=(0.05, 0.35)),
-    "vasc": dict(radius=(0.26, 0.55), elong=(1.0, 1.4), irregularity=(0.02, 0.1), asym=(0.0, 0.1),
-                 softness=(0.04, 0.12), alpha=(0.7, 0.98), mix_second=(0.2, 0.6), mix_third=(0.1, 0.4),
+    "vasc": dict(radius=(0.28, 0.58), elong=(1.0, 1.4), irregularity=(0.02, 0.1), asym=(0.0, 0.1),
+                 softness=(0.04, 0.12), alpha=(0.8, 1.0), mix_second=(0.1, 0.4), mix_third=(0.1, 0.4),
                  center_dark=(-0.1, 0.2), net_strength=(0.0, 0.05), net_freq=(30, 45), net_warp=(0.0, 0.05),
                  dots_n=(0, 3), dots_strength=(0.2, 0.5), dots_periph=(0.0, 0.5), milia_n=(0, 1),
                  nests_n=(0, 0.5), streaks_n=(0, 0.5), vessels_arbor=(0.0, 0.1), vessels_dotted=(0.0, 0.2),
@@ -155,8 +157,8 @@ _PALETTES: dict[str, dict[str, tuple[str, ...]]] = {
                   third=("white", "mid_brown", "red"), dots=("mid_brown", "dark_red"), net=("red", "pink_red")),
     "df": dict(main=("light_brown", "tan", "mid_brown"), second=("pink", "tan", "light_brown"),
                third=("mid_brown", "pink"), dots=("mid_brown",), net=("mid_brown", "dark_brown")),
-    "vasc": dict(main=("red", "dark_red", "purple"), second=("pink", "pearly"), third=("purple", "dark_red", "blue_grey"),
-                 dots=("dark_red", "purple"), net=("dark_red",)),
+    "vasc": dict(main=("red", "dark_red", "purple"), second=("pink", "pearly"),
+                 third=("purple", "dark_red", "blue_grey"), dots=("dark_red", "purple"), net=("dark_red",)),
 }
 
 # Capacities of the geometric sub-structures (candidates drawn once; the scalar counts
@@ -254,6 +256,7 @@ def _sample_lesion(rng: np.random.Generator, label: int) -> _Lesion:
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    """Hermite step from 0 at ``e0`` to 1 at ``e1`` (``e1 < e0`` gives a falling step)."""
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
@@ -278,7 +281,7 @@ def _noise(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 class _Renderer:
-    """Renders lesions at ``size`` px (internally ``size * ss``)."""
+    """Renders lesions at ``size`` px (drawn layers supersampled ``ss`` times)."""
 
     def __init__(self, size: int):
         self.size = size
