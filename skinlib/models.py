@@ -47,7 +47,8 @@ __all__ = [
     "set_determinism",
 ]
 
-HE_2016 = "He, Zhang, Ren & Sun (2016), Deep Residual Learning for Image Recognition | Paper link: https://arxiv.org/abs/1512.03385"
+HE_2016 = ("He, Zhang, Ren & Sun (2016), Deep Residual Learning for Image Recognition "
+           "| Paper link: https://arxiv.org/abs/1512.03385")
 SZEGEDY_2016 = ("Szegedy, Vanhoucke, Ioffe, Shlens & Wojna (2016), Rethinking the Inception Architecture "
                 "for Computer Vision | Paper link: https://arxiv.org/abs/1512.00567")
 
@@ -228,7 +229,8 @@ def _registry() -> dict[str, ModelInfo]:
                   HE_2016, resnet_file),
         ModelInfo("inceptionv3", "inception", "inceptionv3", 299,
                   _keras_app("inceptionv3", apps.InceptionV3, 299, "tf", inception_file),
-                  "keras.applications InceptionV3 (21.8M parameters) + GAP + dropout 0.5 + Dense(7); the thesis's model.",
+                  "keras.applications InceptionV3 (21.8M parameters) + GAP + dropout 0.5 + Dense(7); "
+                  "the thesis's model.",
                   SZEGEDY_2016, inception_file),
         ModelInfo("resnet_small", "resnet", "resnet50", None,
                   _small_resnet("resnet_small", 32, (32, 64, 128), (1, 1, 1), stem_pool=True, separable=False,
@@ -622,8 +624,8 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / "state.json"
     identity = {"input_shape": list(xt.shape[1:]), "weights": len(model.weights), "params": int(model.count_params())}
-    state: dict[str, Any] = {"model": model.name, **identity, "seed": seed, "epoch": 0, "phase": None, "files": {}, "best": None,
-                             "history": {}}
+    state: dict[str, Any] = {"model": model.name, **identity, "seed": seed, "epoch": 0, "phase": None, "files": {},
+                             "best": None, "history": {}}
     if state_path.is_file():
         try:
             state = json.loads(state_path.read_text(encoding="utf-8"))

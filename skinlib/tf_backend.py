@@ -2,8 +2,9 @@
 
 Everything framework-specific used by :mod:`skinlib.attacks` and
 :mod:`skinlib.defences` lives here: the ART estimator wrapper, batched predictions and
-loss gradients, and the compiled (``tf.function``) inner loop of the fast universal
-perturbation. Another Keras 3 backend would be added by writing a sibling of this module.
+loss gradients, the compiled (``tf.function``) inner loop of the fast universal
+perturbation (cached per model, held weakly), and a toy model and data set for tests and
+benchmarks. Another Keras 3 backend would be added by writing a sibling of this module.
 
 Model contract: a ``keras.Model`` maps float32 pixels in ``[0, 1]``, shape ``(N, S, S, 3)``,
 to 7 logits (no softmax); normalisation is inside the model.

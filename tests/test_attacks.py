@@ -203,13 +203,16 @@ def test_uap_fast_early_stopping(problem):
     assert info["stopped_early"] and info["steps"] < 20 * int(np.ceil(len(x) / 64))
     assert info["monitor_history"][-1][2] >= 0.2
     assert all(r < 0.2 for _, _, r in info["monitor_history"][:-1])
+    v3, info3 = attacks.uap_fast(problem["model"], x, y, eps=8 / 255, epochs=20, learning_rate=0.004, seed=0,
+                                 max_steps=3)
+    assert info3["steps"] == 3
 
 
 def test_uap_fast_bad_parameters(problem):
     m, x, y = problem["model"], problem["x"][:10], problem["y"][:10]
     for kwargs in ({"norm": "1", "eps": 0.1}, {"eps": -0.1}, {"eps": 0.1, "epochs": 0},
                    {"eps": 0.1, "step": "newton"}, {"eps": 0.1, "learning_rate": 0}, {"eps": 0.1, "stop_at": 2.0},
-                   {"eps": 0.1, "batch_size": 0}):
+                   {"eps": 0.1, "batch_size": 0}, {"eps": 0.1, "max_steps": 0}):
         with pytest.raises(SkinlibError):
             attacks.uap_fast(m, x, y, **kwargs)
     with pytest.raises(SkinlibError, match="x_train"):
