@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skinlib.split import class_weights
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "benchmarks" / "training.csv"
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = M.build_model(args.model, s)
     M._compile(model, cfg.learning_rate, 10_000, cfg.jit_compile)
-    weights = M.balanced_class_weights(y)
+    weights = class_weights(y)
     data = M._EpochData(x, y, bs, seed=0, augment=cfg.augment, class_weight=weights)
     xb, yb, wb = next(data._batches())
     xb = xb.astype(np.float32) / 255.0

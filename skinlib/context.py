@@ -82,7 +82,8 @@ class Run:
         def compute(folder: Path) -> None:
             model = models.build_model(model_name, self.profile.data.image_size, weights=self.profile.train.weights,
                                        seed=self.profile.seed)
-            weights = split_module.class_weights(labels) if self.profile.train.class_weights else None
+            cfg = self.profile.train
+            weights = split_module.class_weights(labels, power=cfg.class_weight_power) if cfg.class_weights else None
             models.train_model(model, (self.x("train"), labels), (self.x("val"), self.y("val")),
                                self.profile.train, folder / "work", class_weight=weights,
                                seed=self.profile.seed, epochs=epochs)

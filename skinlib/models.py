@@ -43,7 +43,7 @@ from skinlib.profiles import TrainConfig
 
 __all__ = [
     "MODELS", "ModelInfo", "PixelPreprocess", "build_model", "get_model_info", "train_model",
-    "balanced_class_weights", "save_model", "load_model", "predict_logits", "predict_labels",
+    "save_model", "load_model", "predict_logits", "predict_labels",
     "set_determinism",
 ]
 
@@ -452,15 +452,6 @@ def set_determinism(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def balanced_class_weights(y: np.ndarray, num_classes: int = NUM_CLASSES) -> dict[int, float]:
-    """``n / (k * n_c)`` per present class (scikit-learn's ``"balanced"``), the usual remedy for
-    HAM10000's imbalance (67% nevi) that the thesis applies (Section 3.2: class weights)."""
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes)
-    present = counts > 0
-    k = int(present.sum())
-    return {int(c): float(len(y) / (k * counts[c])) for c in np.flatnonzero(present)}
-
-
 def _macro_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     classes = np.unique(y_true)
     return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
@@ -581,8 +572,9 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
 
     - Adam on ``SparseCategoricalCrossentropy(from_logits=True)``, batch ``cfg.batch_size``,
       learning rate ``cfg.learning_rate`` with cosine decay over the phase.
-    - Class weights: ``class_weight`` if given, else :func:`balanced_class_weights` of the
-      training labels when ``cfg.class_weights`` (the thesis weights its classes).
+    - Class weights: ``class_weight`` if given, else :func:`skinlib.split.class_weights` of
+      the training labels (tempered by ``cfg.class_weight_power``) when ``cfg.class_weights``
+      (the thesis weights its classes).
     - Transfer learning when ``cfg.weights == "imagenet"``: ``cfg.epochs`` epochs with the
       ``backbone`` frozen, then ``cfg.fine_tune_epochs`` with it unfrozen at
       ``cfg.fine_tune_learning_rate``. ``epochs`` overrides ``cfg.epochs``.
@@ -618,7 +610,9 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
         if cfg.fine_tune_epochs > 0:
             phases.append(("fine_tune", cfg.fine_tune_epochs, cfg.fine_tune_learning_rate))
     if class_weight is None and cfg.class_weights:
-        class_weight = balanced_class_weights(yt)
+        from skinlib.split import class_weights
+
+        class_weight = class_weights(yt, power=cfg.class_weight_power)
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     class_weights: bool = True
+    class_weight_power: float = 1.0  # 1: inverse frequency (the thesis); 0.5: its square root
     augment: bool = True
     fine_tune_epochs: int = 0  # imagenet transfer learning: epochs with the base unfrozen
     fine_tune_learning_rate: float = 1e-5

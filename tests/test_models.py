@@ -171,9 +171,13 @@ def test_predict_uint8_float_and_batching_agree() -> None:
 
 
 # --------------------------------------------------------------------------- pipeline pieces
-def test_balanced_class_weights() -> None:
-    w = M.balanced_class_weights(np.array([0, 0, 0, 1]))
-    assert w == pytest.approx({0: 4 / 6, 1: 2.0})
+def test_class_weights_power_tempers_inverse_frequency() -> None:
+    from skinlib.split import class_weights
+
+    w = class_weights(np.array([0, 0, 0, 1]))
+    assert (w[0], w[1]) == pytest.approx((4 / 6, 2.0))
+    root = class_weights(np.array([0, 0, 0, 1]), power=0.5)
+    assert (root[0], root[1]) == pytest.approx(((4 / 6) ** 0.5, 2.0 ** 0.5))
 
 
 def test_augment_is_a_dihedral_transform_per_image() -> None:
