@@ -4,8 +4,8 @@ Measured side by side in one run, on the same model and the same synthetic batch
 
 - ``bare``: the compiled train step (``model.train_on_batch``) on one pre-made float32
   batch already in memory: the ceiling, no input pipeline at all;
-- ``pipeline``: ``skinlib.models._EpochData`` (uint8 arrays, seeded shuffle, D4
-  augmentation, per-batch float conversion, prefetch) feeding ``model.fit``;
+- ``pipeline``: ``skinlib.models._EpochData`` (tf.data over the uint8 images: seeded
+  shuffle, D4 augmentation, per-batch float conversion, prefetch) feeding ``model.fit``;
 - ``train_model``: :func:`skinlib.models.train_model` end to end, one call of 3 epochs from
   scratch, per epoch (pipeline + tracing the train/predict functions once + validation on
   10% more images + a checkpoint per epoch).
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     M._compile(model, cfg.learning_rate, 10_000, cfg.jit_compile)
     weights = class_weights(y)
     data = M._EpochData(x, y, bs, seed=0, augment=cfg.augment, class_weight=weights)
-    xb, yb, wb = next(data._batches())
-    xb = xb.astype(np.float32) / 255.0
+    xb, yb, wb = (t.numpy() for t in next(iter(data.dataset(0, 1))))
 
     def bare() -> float:
         t = time.perf_counter()
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def pipeline() -> float:
         t = time.perf_counter()
-        model.fit(data.dataset(), epochs=1, verbose=0, shuffle=False)
+        model.fit(data.dataset(0, 1), epochs=1, steps_per_epoch=data.steps, verbose=0, shuffle=False)
         return time.perf_counter() - t
 
     def full() -> float:

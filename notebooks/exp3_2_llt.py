@@ -32,12 +32,11 @@ data_dir = None
 results_dir = None
 
 # %% tags=["hide-input"]
-from IPython.display import Markdown, display
+from IPython.display import display
 
-from skinlib import experiments, plots
+from skinlib import experiments
 from skinlib.context import open_run
-from skinlib.pages import confusions, health_confusions, labels, pct, show, thesis_rows, value
-from skinlib.report import metrics_table
+from skinlib.pages import defence_reading, defence_tables, show_defence_confusions, thesis_rows
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir)
 display(run.banner())
@@ -45,34 +44,26 @@ display(run.banner())
 # %% tags=["hide-output"]
 outcomes = experiments.exp3_2_llt(run)
 results = run.save_results("exp3_2_llt")
+clean_table, attacked_model, attacked_health = defence_tables(results)
 
 # %% [markdown]
 # ## Clean accuracy with the defence (its cost)
 
 # %% tags=["hide-input"]
-clean = results[results["attack"] == "none"]
-display(metrics_table(clean, index=["model", "param"], metrics=["accuracy", "macro_recall", "fnr"], grouping="clinical"))
+clean_table
 
 # %% [markdown]
 # ## Under attack, grey box and white box
 
 # %% tags=["hide-input"]
-attacked = results[results["attack"] != "none"]
-display(metrics_table(attacked, index=["model", "attack", "setting"],
-                      metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"], grouping=None))
-display(metrics_table(attacked, index=["model", "attack", "setting"],
-                      metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"], grouping="clinical"))
+display(attacked_model)
+attacked_health
 
 # %% [markdown]
 # ## Confusion matrices (grey box, as in the thesis)
 
 # %% tags=["hide-input"]
-y = run.y("test")
-for attack in ("fgsm", "uap_art"):
-    preds = {m: o.predictions[f"{attack}/greybox"] for m, o in outcomes.items()}
-    show(run, plots.confusion_matrices(confusions(y, preds), labels(), f"{attack}, grey box, defence: llt"),
-         f"exp3_2_llt_confusion_{attack}")
-    show(run, plots.health_confusions(health_confusions(y, preds)), f"exp3_2_llt_health_confusion_{attack}")
+show_defence_confusions(run, outcomes, "exp3_2_llt", "llt")
 
 # %% [markdown]
 # ## Beside the thesis
@@ -84,12 +75,4 @@ thesis_rows(run, results, ["4.11", "4.12", "4.13", "4.14"])
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    for attack in ("fgsm", "uap_art", "uap_fast"):
-        grey = value(results, model=m, attack=attack, setting="greybox", metric="accuracy")
-        white = value(results, model=m, attack=attack, setting="whitebox", metric="accuracy")
-        verdict = ("holds only against the grey-box attacker" if grey - white > 0.1 else
-                   "behaves alike in both threat models")
-        lines.append(f"- **{m}**, {attack}: accuracy {pct(grey)} grey box, {pct(white)} white box: the defence {verdict}.")
-display(Markdown("On this run:\n\n" + "\n".join(lines)))
+defence_reading(results, run.profile.models)

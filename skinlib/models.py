@@ -318,60 +318,66 @@ def _check_xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int32)
 
 
-def _augment(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random element of the dihedral group D4 per image (flips and 90-degree rotations).
+def _augment(xb, seed):
+    """A random element of the dihedral group D4 per image: flips and 90-degree rotations.
 
-    Dermoscopy has no canonical orientation, so all 8 are equally plausible.
+    Dermoscopy has no canonical orientation, so all 8 are equally plausible. ``seed`` is a
+    stateless-RNG seed (shape ``(2,)``): the same seed gives the same transforms.
+
+    Shape:
+        - xb: ``(B, S, S, C)`` (square images), any dtype; output: the same.
     """
-    n = len(xb)
-    flip_lr, flip_ud, transpose = (rng.random(n) < 0.5 for _ in range(3))
-    xb = xb.copy()
-    xb[flip_lr] = xb[flip_lr, :, ::-1]
-    xb[flip_ud] = xb[flip_ud, ::-1]
-    xb[transpose] = xb[transpose].transpose(0, 2, 1, 3)
+    import tensorflow as tf
+
+    coins = tf.random.stateless_uniform([tf.shape(xb)[0], 3], seed=seed) < 0.5
+    for k, flip in enumerate((lambda t: tf.reverse(t, [2]), lambda t: tf.reverse(t, [1]),
+                              lambda t: tf.transpose(t, [0, 2, 1, 3]))):
+        xb = tf.where(coins[:, k, None, None, None], flip(xb), xb)
     return xb
 
 
 class _EpochData:
     """A ``tf.data`` pipeline over uint8 arrays: per-epoch seeded shuffle and augmentation.
 
-    The permutation and augmentation of epoch ``e`` depend only on ``(seed, e)``, so a
-    resumed run sees the same batches as an uninterrupted one. Batches are gathered from
-    the uint8 array and converted to float32 ``/255`` one at a time (never a full float
-    copy), then prefetched.
+    The permutation of epoch ``e`` and the augmentation of its batch ``i`` come from
+    stateless generators seeded with ``(seed, e)`` and ``(seed, e, i)``, so a resumed run
+    sees exactly the batches of an uninterrupted one. Each batch is gathered from the
+    uint8 images (one copy of them, kept on the CPU) and converted to float32 ``/255``
+    on its own (never a float copy of all images), in parallel with training (prefetch).
+    Everything runs in TensorFlow's threads: no Python (and no GIL) per batch.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int, augment: bool,
                  class_weight: Optional[dict[int, float]]) -> None:
-        self.x, self.y, self.batch_size, self.seed, self.augment = x, y, batch_size, seed, augment
-        self.epoch = 0
+        import tensorflow as tf
+
+        self.n, self.batch_size, self.seed, self.augment = len(y), batch_size, int(seed), augment
+        self.steps = math.ceil(self.n / batch_size)
         w = np.ones(max(NUM_CLASSES, int(y.max()) + 1, *(int(c) + 1 for c in (class_weight or {}))), np.float32)
         for c, v in (class_weight or {}).items():
             w[c] = v
-        self.sample_weight = w[y]
+        with tf.device("/cpu:0"):
+            self.x, self.y, self.w = tf.constant(x), tf.constant(y, tf.int32), tf.constant(w[y])
 
-    def _batches(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.y))
-        for i in range(0, len(order), self.batch_size):
-            idx = np.sort(order[i:i + self.batch_size])  # sorted: faster gather, same batch contents
-            idx = idx[rng.permutation(len(idx))]
-            xb = self.x[idx]
-            if self.augment:
-                xb = _augment(xb, rng)
-            yield xb, self.y[idx], self.sample_weight[idx]
-
-    def dataset(self):
+    def dataset(self, start_epoch: int, end_epoch: int):
+        """Batches ``(x float32, y, sample weight)`` of epochs ``start_epoch .. end_epoch - 1``, in order."""
         import tensorflow as tf
 
-        s = self.x.shape[1]
-        ds = tf.data.Dataset.from_generator(self._batches, output_signature=(
-            tf.TensorSpec((None, s, s, 3), tf.uint8), tf.TensorSpec((None,), tf.int32),
-            tf.TensorSpec((None,), tf.float32)))
-        ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(len(self.y) / self.batch_size)))
-        ds = ds.map(lambda xb, yb, wb: (tf.cast(xb, tf.float32) / 255.0, yb, wb),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        n, bs, seed = self.n, self.batch_size, tf.constant(self.seed, tf.int64)
+
+        def epoch(e):
+            order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seed, e])))
+            batches = tf.data.Dataset.from_tensor_slices(order).batch(bs).enumerate()
+            return batches.map(lambda i, idx: (tf.stack([seed * 1_000_003 + e, i]), idx))
+
+        def load(batch_seed, idx):
+            xb = tf.gather(self.x, idx)
+            if self.augment:
+                xb = _augment(xb, batch_seed)
+            return tf.cast(xb, tf.float32) / 255.0, tf.gather(self.y, idx), tf.gather(self.w, idx)
+
+        ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch)
+        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _batches_float(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -496,14 +502,12 @@ class _Checkpointer(keras.callbacks.Callback):
     naming files that exist.
     """
 
-    def __init__(self, workdir: Path, state: dict, data: _EpochData, val: tuple[np.ndarray, np.ndarray],
-                 batch_size: int, phase: str) -> None:
+    def __init__(self, workdir: Path, state: dict, val: tuple[np.ndarray, np.ndarray], batch_size: int,
+                 phase: str) -> None:
         super().__init__()
-        self.workdir, self.state, self.data, self.val, self.batch_size, self.phase = \
-            workdir, state, data, val, batch_size, phase
+        self.workdir, self.state, self.val, self.batch_size, self.phase = workdir, state, val, batch_size, phase
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.data.epoch = epoch
         self.lr = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))  # at the epoch's first step
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
@@ -634,14 +638,13 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
 
     set_determinism(seed)
     data = _EpochData(xt, yt, cfg.batch_size, seed=seed, augment=cfg.augment, class_weight=class_weight)
-    steps_per_epoch = math.ceil(len(yt) / cfg.batch_size)
     start = 0
     for phase, n, lr in phases:
         end = start + n
         if state["epoch"] < end:
             if phase in ("head", "fine_tune"):
                 _backbone(model).trainable = phase == "fine_tune"
-            _compile(model, lr, n * steps_per_epoch, cfg.jit_compile)
+            _compile(model, lr, n * data.steps, cfg.jit_compile)
             if state["epoch"] > start and state["phase"] == phase:  # resume mid-phase: optimizer state too
                 saved = np.load(workdir / state["files"]["optimizer"])
                 arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
@@ -649,8 +652,9 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
                 if len(arrays) == len(variables) and all(a.shape == tuple(v.shape) for a, v in zip(arrays, variables)):
                     for v, a in zip(variables, arrays):
                         v.assign(a)
-            ckpt = _Checkpointer(workdir, state, data, (xv, yv), cfg.batch_size, phase)
-            model.fit(data.dataset(), epochs=end, initial_epoch=max(state["epoch"], start),
+            first = max(state["epoch"], start)
+            ckpt = _Checkpointer(workdir, state, (xv, yv), cfg.batch_size, phase)
+            model.fit(data.dataset(first, end), epochs=end, initial_epoch=first, steps_per_epoch=data.steps,
                       callbacks=[ckpt], verbose=verbose, shuffle=False)
         start = end
 

@@ -66,3 +66,55 @@ def pct(x: float) -> str:
 
 def labels() -> list[str]:
     return list(CLASSES)
+
+
+# ---------------------------------------------------------------- the defence chapters (3.1-3.3)
+
+def defence_tables(results: pd.DataFrame) -> list[pd.DataFrame]:
+    """Clean cost of a defence, then model and health metrics under attack (both settings)."""
+    from skinlib.report import metrics_table
+
+    clean = results[results["attack"] == "none"]
+    attacked = results[results["attack"] != "none"]
+    index = ["model", "attack", "setting"]
+    return [
+        metrics_table(clean, index=["model", "param"], metrics=["accuracy", "macro_recall", "fnr"], grouping="clinical"),
+        metrics_table(attacked, index=index, grouping=None,
+                      metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"]),
+        metrics_table(attacked, index=index, grouping="clinical",
+                      metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"]),
+    ]
+
+
+def show_defence_confusions(run: Run, outcomes: dict, experiment: str, defence: str) -> None:
+    """Grey-box confusion matrices (7-class and malignant/benign) for FGSM and ART's UAP."""
+    from skinlib import plots
+
+    y = run.y("test")
+    for attack in ("fgsm", "uap_art"):
+        preds = {m: o.predictions[f"{attack}/greybox"] for m, o in outcomes.items()}
+        show(run, plots.confusion_matrices(confusions(y, preds), labels(), f"{attack}, grey box, defence: {defence}"),
+             f"{experiment}_confusion_{attack}")
+        show(run, plots.health_confusions(health_confusions(y, preds)), f"{experiment}_health_confusion_{attack}")
+
+
+#: How much lower white-box accuracy must be, in accuracy points, for a defence to be
+#: read as holding "only against the grey-box attacker".
+GREYBOX_ONLY_GAP = 0.10
+
+
+def defence_reading(results: pd.DataFrame, models: Sequence[str]):
+    """One generated sentence per model and attack: grey- vs white-box accuracy."""
+    from IPython.display import Markdown
+
+    lines = []
+    for m in models:
+        for attack in ("fgsm", "uap_art", "uap_fast"):
+            grey = value(results, model=m, attack=attack, setting="greybox", metric="accuracy")
+            white = value(results, model=m, attack=attack, setting="whitebox", metric="accuracy")
+            verdict = ("holds only against the grey-box attacker" if grey - white > GREYBOX_ONLY_GAP
+                       else "behaves about alike in both threat models")
+            lines.append(f"- **{m}**, {attack}: accuracy {pct(grey)} grey box, {pct(white)} white box: "
+                         f"the defence {verdict}.")
+    return Markdown(f"On this run (a gap above {GREYBOX_ONLY_GAP:.0%} in accuracy counts as grey-box only):\n\n"
+                    + "\n".join(lines))
