@@ -149,25 +149,24 @@ def _keras_app(name: str, app: Callable[..., keras.Model], native: int, mode: st
 
 
 def _conv_bn(x, filters: int, kernel: int, strides: int = 1, *, relu: bool = True, zero_gamma: bool = False,
-             separable: bool = False, name: str):
-    conv = layers.SeparableConv2D if separable and kernel > 1 else layers.Conv2D
-    x = conv(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+             name: str):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(gamma_initializer="zeros" if zero_gamma else "ones", name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
-def _basic_block(x, filters: int, strides: int, separable: bool, name: str):
+def _basic_block(x, filters: int, strides: int, name: str):
     """ResNet basic block (He et al. 2016, Fig. 2 left); last BN starts at zero (Goyal et al. 2017)."""
     shortcut = x
-    y = _conv_bn(x, filters, 3, strides, separable=separable, name=f"{name}_1")
-    y = _conv_bn(y, filters, 3, relu=False, zero_gamma=True, separable=separable, name=f"{name}_2")
+    y = _conv_bn(x, filters, 3, strides, name=f"{name}_1")
+    y = _conv_bn(y, filters, 3, relu=False, zero_gamma=True, name=f"{name}_2")
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv_bn(x, filters, 1, strides, relu=False, name=f"{name}_proj")
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
 def _small_resnet(name: str, stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], *, stem_pool: bool,
-                  separable: bool, dropout: float) -> Builder:
+                  dropout: float) -> Builder:
     def build(image_size: int, weights: Optional[str], num_classes: int) -> keras.Model:
         inputs = keras.Input((image_size, image_size, 3), name="pixels")
         x = PixelPreprocess("center", name="preprocess")(inputs)
@@ -176,7 +175,7 @@ def _small_resnet(name: str, stem: int, widths: tuple[int, ...], blocks: tuple[i
             x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
         for s, (w, n) in enumerate(zip(widths, blocks)):
             for b in range(n):
-                x = _basic_block(x, w, 2 if (b == 0 and s > 0) else 1, separable, f"stage{s + 1}_block{b + 1}")
+                x = _basic_block(x, w, 2 if (b == 0 and s > 0) else 1, f"stage{s + 1}_block{b + 1}")
         return keras.Model(inputs, _head(x, num_classes, dropout), name=name)
 
     return build
@@ -233,23 +232,24 @@ def _registry() -> dict[str, ModelInfo]:
                   "the thesis's model.",
                   SZEGEDY_2016, inception_file),
         ModelInfo("resnet_small", "resnet", "resnet50", None,
-                  _small_resnet("resnet_small", 32, (32, 64, 128), (1, 1, 1), stem_pool=True, separable=False,
-                                dropout=0.2),
-                  "CPU-sized ResNet: 3x3/2 stem + max pool, three stages of basic residual blocks (32/64/128).",
+                  _small_resnet("resnet_small", 32, (32, 64, 128), (1, 1, 1), stem_pool=True, dropout=0.2),
+                  "CPU-sized ResNet (310k parameters): 3x3/2 stem + max pool, three stages of basic "
+                  "residual blocks (32/64/128 channels).",
                   HE_2016),
         ModelInfo("inception_small", "inception", "inceptionv3", None,
                   _small_inception("inception_small", 32, ((16, 24, 16, 8), (32, 48, 32, 16), (64, 96, 64, 32)),
                                    (64, 96), stem_pool=True, dropout=0.2),
-                  "CPU-sized Inception: 3x3/2 stem + max pool, three inception modules separated by grid reductions.",
+                  "CPU-sized Inception (333k parameters): 3x3/2 stem + max pool, three inception modules "
+                  "separated by grid reductions.",
                   SZEGEDY_2016),
         ModelInfo("resnet_tiny", "resnet", "resnet50", None,
-                  _small_resnet("resnet_tiny", 8, (8, 16), (1, 1), stem_pool=False, separable=False, dropout=0.0),
-                  "Smoke-test ResNet (a few thousand parameters): stem + two basic residual blocks.",
+                  _small_resnet("resnet_tiny", 8, (8, 16), (1, 1), stem_pool=False, dropout=0.0),
+                  "Smoke-test ResNet (5.4k parameters): stem + two basic residual blocks.",
                   HE_2016),
         ModelInfo("inception_tiny", "inception", "inceptionv3", None,
                   _small_inception("inception_tiny", 8, ((4, 8, 4, 4), (8, 8, 8, 8)), (8,), stem_pool=False,
                                    dropout=0.0),
-                  "Smoke-test Inception (a few thousand parameters): stem + two small inception modules.",
+                  "Smoke-test Inception (4.8k parameters): stem + two small inception modules.",
                   SZEGEDY_2016),
     ]
     return {e.name: e for e in entries}
@@ -448,14 +448,21 @@ def set_determinism(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic.
 
     ``tf.config.experimental.enable_op_determinism`` is process-wide and cannot be turned
-    off again. On CPU it costs little for these convolutional models (see
-    ``benchmarks/bench_training.py``); tf.data stages keep their order (no parallel
-    reordering) and ops without a deterministic kernel raise instead of running.
+    off again. Its cost here (2 CPU cores, resnet_small at 64 px): the bare train step
+    runs ~20% slower (deterministic kernels and reductions; ``benchmarks/bench_training.py
+    --deterministic 0`` measures it), Keras disables XLA (which was ~3x slower on this
+    CPU anyway), tf.data keeps its order, and ops without a deterministic kernel raise.
     """
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def _op_determinism_enabled() -> bool:
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    return bool(is_op_determinism_enabled())
 
 
 def _macro_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -571,7 +578,8 @@ def _compile(model: keras.Model, lr: float, steps: int, jit: bool) -> None:
 
 def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                 cfg: TrainConfig, workdir: str | Path, *, class_weight: Optional[dict[int, float]] = None,
-                seed: int = 0, epochs: Optional[int] = None, verbose: int = 1) -> dict[str, list[float]]:
+                seed: int = 0, epochs: Optional[int] = None, verbose: int = 1,
+                deterministic: bool = True) -> dict[str, list[float]]:
     """Train ``model`` in place; resumable; keeps the best-on-validation weights.
 
     - Adam on ``SparseCategoricalCrossentropy(from_logits=True)``, batch ``cfg.batch_size``,
@@ -589,8 +597,12 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
     - ``workdir`` gets a checkpoint per epoch (see :class:`_Checkpointer`) and
       ``history.json``; calling again with the same ``workdir`` resumes after the last
       finished epoch (with ``epochs`` raised, it trains only the extra epochs).
-    - Determinism: :func:`set_determinism` (seeds and op determinism); data order and
-      augmentation of epoch ``e`` depend only on ``(seed, e)``.
+    - Determinism (``deterministic=True``, the default): :func:`set_determinism` (seeds and
+      op determinism); data order and augmentation of epoch ``e`` depend only on
+      ``(seed, e)``: the same seed gives the same weights on the same machine, and a
+      resumed run equals an uninterrupted one. Keras refuses XLA under op determinism, so
+      ``cfg.jit_compile`` only applies with ``deterministic=False`` in a process that never
+      enabled determinism (on CPU, XLA made training ~3x slower here anyway).
 
     Shape:
         - train, val: ``(x, y)`` with x ``(N, S, S, 3)`` uint8 and y ``(N,)`` int labels.
@@ -636,7 +648,11 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
         model.load_weights(workdir / state["files"]["weights"])
         _cleanup(workdir, state)
 
-    set_determinism(seed)
+    if deterministic:
+        set_determinism(seed)
+    else:
+        keras.utils.set_random_seed(seed)
+    jit = cfg.jit_compile and not _op_determinism_enabled()
     data = _EpochData(xt, yt, cfg.batch_size, seed=seed, augment=cfg.augment, class_weight=class_weight)
     start = 0
     for phase, n, lr in phases:
@@ -644,7 +660,7 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
         if state["epoch"] < end:
             if phase in ("head", "fine_tune"):
                 _backbone(model).trainable = phase == "fine_tune"
-            _compile(model, lr, n * data.steps, cfg.jit_compile)
+            _compile(model, lr, n * data.steps, jit)
             if state["epoch"] > start and state["phase"] == phase:  # resume mid-phase: optimizer state too
                 saved = np.load(workdir / state["files"]["optimizer"])
                 arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
