@@ -322,18 +322,22 @@ def _augment(xb, seed):
     """A random element of the dihedral group D4 per image: flips and 90-degree rotations.
 
     Dermoscopy has no canonical orientation, so all 8 are equally plausible. ``seed`` is a
-    stateless-RNG seed (shape ``(2,)``): the same seed gives the same transforms.
+    stateless-RNG seed (shape ``(2,)``): the same seed gives the same transforms. One
+    gather through precomputed pixel maps (4-5x cheaper than flipping the whole batch
+    three times and selecting).
 
     Shape:
-        - xb: ``(B, S, S, C)`` (square images), any dtype; output: the same.
+        - xb: ``(B, S, S, C)`` (square images, ``S`` known when traced), any dtype; output: the same.
     """
     import tensorflow as tf
 
-    coins = tf.random.stateless_uniform([tf.shape(xb)[0], 3], seed=seed) < 0.5
-    for k, flip in enumerate((lambda t: tf.reverse(t, [2]), lambda t: tf.reverse(t, [1]),
-                              lambda t: tf.transpose(t, [0, 2, 1, 3]))):
-        xb = tf.where(coins[:, k, None, None, None], flip(xb), xb)
-    return xb
+    s, c = int(xb.shape[1]), int(xb.shape[3])
+    grid = np.arange(s * s, dtype=np.int32).reshape(s, s)
+    maps = np.stack([np.rot90(g, k).ravel() for g in (grid, grid[:, ::-1]) for k in range(4)])
+    b = tf.shape(xb)[0]
+    k = tf.random.stateless_uniform([b], seed=seed, minval=0, maxval=8, dtype=tf.int32)
+    pixels = tf.gather(tf.reshape(xb, [b, s * s, c]), tf.gather(tf.constant(maps), k), batch_dims=1)
+    return tf.reshape(pixels, tf.shape(xb))
 
 
 class _EpochData:
@@ -448,10 +452,11 @@ def set_determinism(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow and make TensorFlow ops deterministic.
 
     ``tf.config.experimental.enable_op_determinism`` is process-wide and cannot be turned
-    off again. Its cost here (2 CPU cores, resnet_small at 64 px): the bare train step
-    runs ~20% slower (deterministic kernels and reductions; ``benchmarks/bench_training.py
-    --deterministic 0`` measures it), Keras disables XLA (which was ~3x slower on this
-    CPU anyway), tf.data keeps its order, and ops without a deterministic kernel raise.
+    off again. Its cost, measured on 2 shared CPU cores (resnet_small, 64 px): the train
+    step's own speed did not change beyond the noise of the machine (deterministic kernels
+    matter mostly on GPUs); Keras then refuses XLA, which on this CPU was 1.5-1.7x slower
+    per step plus 5-15 s of compilation anyway; tf.data keeps its order; ops without a
+    deterministic kernel raise instead of running.
     """
     import tensorflow as tf
 
@@ -602,7 +607,7 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
       ``(seed, e)``: the same seed gives the same weights on the same machine, and a
       resumed run equals an uninterrupted one. Keras refuses XLA under op determinism, so
       ``cfg.jit_compile`` only applies with ``deterministic=False`` in a process that never
-      enabled determinism (on CPU, XLA made training ~3x slower here anyway).
+      enabled determinism (on CPU, XLA made training 1.5-1.7x slower here anyway).
 
     Shape:
         - train, val: ``(x, y)`` with x ``(N, S, S, 3)`` uint8 and y ``(N,)`` int labels.
@@ -662,8 +667,8 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
                 _backbone(model).trainable = phase == "fine_tune"
             _compile(model, lr, n * data.steps, jit)
             if state["epoch"] > start and state["phase"] == phase:  # resume mid-phase: optimizer state too
-                saved = np.load(workdir / state["files"]["optimizer"])
-                arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+                with np.load(workdir / state["files"]["optimizer"]) as npz:
+                    arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
                 variables = model.optimizer.variables
                 if len(arrays) == len(variables) and all(a.shape == tuple(v.shape) for a, v in zip(arrays, variables)):
                     for v, a in zip(variables, arrays):
