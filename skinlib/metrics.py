@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from skinlib.errors import SkinlibError
-from skinlib.labels import CLASSES, GROUPINGS, NUM_CLASSES, positive_mask
+from skinlib.labels import CLASSES, GROUPINGS, NUM_CLASSES, check_labels, positive_mask
 
 MODEL_METRICS: tuple[str, ...] = ("accuracy", "macro_recall", "macro_specificity") + tuple(
     f"recall_{c}" for c in CLASSES
@@ -58,17 +58,7 @@ _BOOT_CHUNK_ELEMENTS = 4_000_000  # resample indices drawn per chunk (bounds mem
 
 def _labels(name: str, arr: Any) -> np.ndarray:
     """``arr`` as a 1-D int64 array of class indices, else a SkinlibError naming it."""
-    a = np.asarray(arr)
-    if a.ndim != 1:
-        raise SkinlibError(f"{name}: expected a 1-D array of class indices, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not (np.issubdtype(a.dtype, np.floating) and np.all(np.mod(a, 1) == 0)):
-            raise SkinlibError(f"{name}: expected integer class indices, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and (a.min() < 0 or a.max() >= NUM_CLASSES):
-        bad = a[(a < 0) | (a >= NUM_CLASSES)][0]
-        raise SkinlibError(f"{name}: class index {bad} outside 0..{NUM_CLASSES - 1}")
-    return a
+    return check_labels(arr, name)
 
 
 def _pair(y_true: Any, y_pred: Any, pred_name: str = "y_pred") -> tuple[np.ndarray, np.ndarray]:

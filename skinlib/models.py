@@ -165,14 +165,20 @@ def _basic_block(x, filters: int, strides: int, name: str):
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
+def _small_stem(image_size: int, stem: int, stem_pool: bool):
+    """Input, normalisation and the stride-2 stem shared by the CPU-sized families."""
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
+    x = PixelPreprocess("center", name="preprocess")(inputs)
+    x = _conv_bn(x, stem, 3, 2, name="stem")
+    if stem_pool:
+        x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    return inputs, x
+
+
 def _small_resnet(name: str, stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], *, stem_pool: bool,
                   dropout: float) -> Builder:
     def build(image_size: int, weights: Optional[str], num_classes: int) -> keras.Model:
-        inputs = keras.Input((image_size, image_size, 3), name="pixels")
-        x = PixelPreprocess("center", name="preprocess")(inputs)
-        x = _conv_bn(x, stem, 3, 2, name="stem")
-        if stem_pool:
-            x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+        inputs, x = _small_stem(image_size, stem, stem_pool)
         for s, (w, n) in enumerate(zip(widths, blocks)):
             for b in range(n):
                 x = _basic_block(x, w, 2 if (b == 0 and s > 0) else 1, f"stage{s + 1}_block{b + 1}")
@@ -203,11 +209,7 @@ def _grid_reduction(x, filters: int, name: str):
 def _small_inception(name: str, stem: int, stages: tuple[tuple[int, int, int, int], ...], reductions: tuple[int, ...],
                      *, stem_pool: bool, dropout: float) -> Builder:
     def build(image_size: int, weights: Optional[str], num_classes: int) -> keras.Model:
-        inputs = keras.Input((image_size, image_size, 3), name="pixels")
-        x = PixelPreprocess("center", name="preprocess")(inputs)
-        x = _conv_bn(x, stem, 3, 2, name="stem")
-        if stem_pool:
-            x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+        inputs, x = _small_stem(image_size, stem, stem_pool)
         for s, branches in enumerate(stages):
             if s > 0:
                 x = _grid_reduction(x, reductions[s - 1], f"reduce{s}")

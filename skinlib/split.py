@@ -23,25 +23,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 
 from skinlib.errors import SkinlibError
-from skinlib.labels import NUM_CLASSES
+from skinlib.labels import NUM_CLASSES, check_labels
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_MODES: tuple[str, ...] = ("by_lesion", "by_image")
-
-
-def _check_labels(labels: np.ndarray, name: str = "labels", num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """``labels`` as a 1-D int64 array of class indices in ``0..num_classes-1``."""
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise SkinlibError(f"{name}: expected a 1-D array of class indices, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0)):
-            raise SkinlibError(f"{name}: expected integer class indices, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        bad = arr[(arr < 0) | (arr >= num_classes)][0]
-        raise SkinlibError(f"{name}: class index {bad} outside 0..{num_classes - 1}")
-    return arr
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
@@ -134,7 +119,7 @@ def split_dataset(
         - labels, lesion_ids, predefined: ``(N,)``.
         - returned arrays: ``(n_split,)`` int64, disjoint, together ``arange(N)``.
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     n = labels.size
     if predefined is not None:
         pre = np.asarray(predefined).astype(str)
@@ -172,7 +157,7 @@ def class_weights(labels_train: np.ndarray, num_classes: int = NUM_CLASSES, powe
     later reused on data that does contain it (e.g. adversarial retraining). Every class
     index ``0..num_classes-1`` is a key, as Keras' ``class_weight`` requires.
     """
-    y = _check_labels(labels_train, "labels_train", num_classes)
+    y = check_labels(labels_train, "labels_train", num_classes)
     if y.size == 0:
         raise SkinlibError("labels_train: empty; cannot compute class weights")
     present = np.unique(y)
@@ -190,7 +175,7 @@ def poison_labels(labels: np.ndarray, fraction: float, source: int, target: int,
     images from which a prefix is taken, so for one seed the images flipped at a
     smaller fraction are a subset of those flipped at a larger one (nested sweeps).
     """
-    y = _check_labels(labels)
+    y = check_labels(labels)
     for name, c in (("source", source), ("target", target)):
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c < NUM_CLASSES:
             raise SkinlibError(f"{name}: expected a class index in 0..{NUM_CLASSES - 1}, got {c!r}")
