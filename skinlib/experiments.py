@@ -13,6 +13,7 @@ target, so grey and white box coincide and the rows say ``greybox``); ``whitebox
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from skinlib import attacks, defences, models
+from skinlib import attacks, defences, models, tf_backend
 from skinlib.context import Run
 from skinlib.labels import CLASS_INDEX, CLASSES
 from skinlib.split import poison_labels
 from skinlib.tf_backend import art_classifier
+
+
+def _step_code() -> list:
+    """Modules whose source is part of the UAP and retraining step keys (this one included)."""
+    return [attacks, defences, models, tf_backend, sys.modules[__name__]]
 
 
 def fmt_param(value: float) -> str:
@@ -160,7 +166,7 @@ def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_k
         np.save(folder / "delta.npy", np.asarray(delta, np.float32).reshape(x.shape[1:]))
         (folder / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
 
-    folder = run.cache.run("uap", params, compute, modules=[attacks, models])
+    folder = run.cache.run("uap", params, compute, modules=_step_code())
     return np.load(folder / "delta.npy", allow_pickle=False), json.loads((folder / "info.json").read_text())
 
 
@@ -234,7 +240,7 @@ def retrained_model(run: Run, model_name: str, attack: str):
                                         make_perturb_fn=make_perturb_fn, train_fn=train_fn, seed=run.profile.seed)
         models.save_model(model, folder / "model.keras")
 
-    folder = run.cache.run("retrain", params, compute, modules=[attacks, defences, models])
+    folder = run.cache.run("retrain", params, compute, modules=_step_code())
     return models.load_model(folder / "model.keras")
 
 

@@ -93,47 +93,18 @@ def one_hot(y: np.ndarray, nb_classes: int = NUM_CLASSES) -> np.ndarray:
     return np.eye(nb_classes, dtype=np.float32)[y.astype(np.int64)]
 
 
-_FORWARDS: Any = None  # WeakKeyDictionary: model -> compiled forward pass
-
-
-def _forward(model: Any) -> Callable:
-    """A compiled ``x -> model(x, training=False)``, cached per model.
-
-    The cache holds the model weakly (and the function refers to it through a weak
-    reference), so a model that is deleted frees its compiled function too.
-    """
-    import weakref
-
-    global _FORWARDS
-    if _FORWARDS is None:
-        _FORWARDS = weakref.WeakKeyDictionary()
-    fn = _FORWARDS.get(model)
-    if fn is None:
-        tf = _tf()
-        ref = weakref.ref(model)
-
-        @tf.function(reduce_retracing=True)
-        def fn(x):
-            return ref()(x, training=False)
-
-        _FORWARDS[model] = fn
-    return fn
-
-
 def predict_logits(model_or_classifier: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits ``(N, C)`` in batches; through the classifier's defences when it is an ART classifier.
+    """Logits ``(N, C)`` in batches: a Keras model through :func:`skinlib.models.predict_logits`,
+    an ART classifier through its preprocessing defences.
 
     (ART 1.20's ``TensorFlowV2Classifier.predict`` ignores its ``batch_size``; this batches.)
     """
+    if not is_art_classifier(model_or_classifier):
+        from skinlib import models
+
+        return models.predict_logits(model_or_classifier, x, batch_size)
     x = np.asarray(x, dtype=np.float32)
-    out = []
-    if is_art_classifier(model_or_classifier):
-        for i in range(0, len(x), batch_size):
-            out.append(np.asarray(model_or_classifier.predict(x[i:i + batch_size])))
-    else:
-        fn = _forward(model_or_classifier)
-        for i in range(0, len(x), batch_size):
-            out.append(fn(x[i:i + batch_size]).numpy())
+    out = [np.asarray(model_or_classifier.predict(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     if not out:
         return np.zeros((0, NUM_CLASSES), np.float32)
     return np.concatenate(out).astype(np.float32)
@@ -286,13 +257,12 @@ def _uap_step(model: Any, shape: tuple[int, ...], norm: str, step: str, loss: st
 
 def forget_compiled(model: Any = None) -> None:
     """Drop the cached compiled functions (of ``model``, or of every model): the next call traces again."""
-    for cache in (_FORWARDS, _STEPS):
-        if cache is None:
-            continue
-        if model is None:
-            cache.clear()
-        else:
-            cache.pop(model, None)
+    if _STEPS is None:
+        return
+    if model is None:
+        _STEPS.clear()
+    else:
+        _STEPS.pop(model, None)
 
 
 def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float, batch_size: int,
