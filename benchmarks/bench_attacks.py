@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_csv import write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "results" / "benchmarks"
@@ -197,15 +197,6 @@ def bench_uap(env: dict, prof, args) -> list[dict]:
     return rows
 
 
-def _write(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {path}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
@@ -234,12 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {env['name']}: clean test accuracy {acc:.3f}; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
     if "fgsm" not in args.skip:
         rows = bench_fgsm(env, list(prof.fgsm.eps_sweep), args.repeats, args.fgsm_images)
-        _write(args.out_dir / "fgsm.csv", rows)
+        write_rows(args.out_dir / "fgsm.csv", [{"profile": prof.name, **r} for r in rows], "profile")
+        print(f"wrote {args.out_dir / 'fgsm.csv'}", file=sys.stderr)
         for r in rows:
             print(f"{r['method']:24s} {r['wall_s']:8.3f} s  x{r['speedup_vs_art']:.2f}  identical {r['identical']}")
     if "uap" not in args.skip:
         rows = bench_uap(env, prof, args)
-        _write(args.out_dir / "uap.csv", rows)
+        write_rows(args.out_dir / "uap.csv", [{"profile": prof.name, **r} for r in rows], "profile")
+        print(f"wrote {args.out_dir / 'uap.csv'}", file=sys.stderr)
         for r in rows:
             print(f"{r['method']:26s} {r['wall_s']:9.2f} s  flip {r['test_flip_rate']:.3f}  err "
                   f"{r['test_error_rate']:.3f}  x{r['speedup_vs_art']:.1f}  reaches ART: {r['reaches_art']}")

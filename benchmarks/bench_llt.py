@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import os
 import statistics
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_csv import write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "benchmarks" / "llt.csv"
@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                      "ratio": round(base / wall, 3), "identical": identical[name], "cores": cores,
                      "load_avg": round(statistics.median(loads), 2),
                      "ceiling_2proc": round(statistics.median(ceilings), 2), "repeats": args.repeats})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(args.out, [{"profile": args.profile, **r} for r in rows], "profile")
     for r in rows:
         print(f"{r['method']:12s} {r['images_per_s']:9.1f} img/s  ratio {r['ratio']:.2f}  identical {r['identical']}")
     print(f"load average {rows[0]['load_avg']} on {cores} cores; two busy processes run "

@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from results_csv import write_rows
 
 from skinlib.split import class_weights
 
@@ -113,11 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"method": name, "model": args.model, "image_size": s, "images": images,
                      "wall_s": round(wall, 3), "images_per_s": round(images / wall, 1),
                      "ratio": round(images / wall / base, 3)})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(args.out, rows, "model")
     print(f"{args.model} {s}px batch {bs}, {images} images, determinism={bool(args.deterministic)}, "
           f"jit={bool(args.jit)}, tf {tf.__version__}, keras {keras.__version__}, best of {args.repeats}")
     for r in rows:

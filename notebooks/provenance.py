@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -36,8 +38,9 @@ from skinlib.profiles import load_profile
 prof = load_profile(profile, data_dir=data_dir)
 path = profile_results_dir(prof.name) / "provenance.json"
 prov = json.loads(path.read_text()) if path.is_file() else {}
-display(Markdown(f"Profile **{prof.name}**, data source **{prof.data.source}**; git commit "
-                 f"`{prov.get('git_commit', 'unknown')}`; command `{prov.get('command', '')}`."))
+display(Markdown(f"Profile **{prof.name}**, data source **{prof.data.source}**; latest run: git commit "
+                 f"`{prov.get('git_commit', 'unknown')}`, command `{prov.get('command', '')}`. Each page's "
+                 "own commit is in the table below (pages not re-run keep the commit they ran at)."))
 
 # %% [markdown]
 # ## Pages of the run

@@ -163,8 +163,16 @@ class LowLevelTransformation(Preprocessor):
         self._check_params()
 
     def __call__(self, x: np.ndarray, y: Optional[Any] = None) -> tuple[np.ndarray, Optional[Any]]:
-        """WebP round trip then flip of a batch; labels pass through unchanged."""
-        return apply_llt(x, self.quality, self.flip, self.n_jobs), y
+        """WebP round trip then flip of a batch; labels pass through unchanged.
+
+        Float pixels are clipped to ``[0, 1]`` first, as encoding an image does: attacks
+        hand the estimator ``x + perturbation`` before they clip it (ART's UAP does), so
+        its inputs can step slightly out of range.
+        """
+        arr = np.asarray(x)
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr, 0.0, 1.0)
+        return apply_llt(arr, self.quality, self.flip, self.n_jobs), y
 
     def estimate_gradient(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """BPDA: identity for WebP, the exact (flip) transpose for the flip."""

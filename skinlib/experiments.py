@@ -25,7 +25,7 @@ from skinlib import attacks, defences, models, tf_backend
 from skinlib.context import Run
 from skinlib.labels import CLASS_INDEX, CLASSES
 from skinlib.split import poison_labels
-from skinlib.tf_backend import art_classifier
+from skinlib.tf_backend import art_classifier, flip_transform
 
 
 def _step_code() -> list:
@@ -137,30 +137,35 @@ def uap_budget(run: Run) -> float:
 
 
 def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_key: str = "undefended",
-                input_transform: Optional[Callable] = None) -> tuple[np.ndarray, dict[str, Any]]:
+                through_llt: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """A universal perturbation (``uap_art`` or ``uap_fast``) for ``target`` (a cached step).
 
     ``target`` defaults to the undefended exp0 model; ``target_key`` names the target in
-    the cache key (for a retrained model or a model behind the LLT).
+    the cache key (for a retrained model or a model behind the LLT). ``through_llt``: the
+    perturbation is crafted through the profile's LLT with BPDA (ART: the preprocessor's
+    ``estimate_gradient``; fast UAP: the flip differentiated, WebP as the identity).
     """
     import json
 
     cfg = run.profile.uap
     model = target if target is not None else run.classifier(model_name)[0]
     params = {"step": "uap", "method": method, "model": model_name, "target": target_key, "data": run.data_key,
-              "train": vars(run.profile.train), "uap": vars(cfg)}
+              "train": vars(run.profile.train), "uap": vars(cfg),
+              "through_llt": vars(run.profile.llt) if through_llt else None}
 
     def compute(folder: Path) -> None:
         x, y = uap_training_images(run)
         budget = attacks.uap_budget(x, cfg.norm, eps=cfg.eps, zeta=cfg.zeta)
         t0 = time.perf_counter()
         if method == "uap_art":
-            delta, info = attacks.uap_art(art_classifier(model), x, y, norm=cfg.norm, eps=budget,
-                                          max_iter=cfg.max_iter, seed=run.profile.seed)
+            clf = art_classifier(model, preprocessing_defences=[_llt(run)] if through_llt else None)
+            delta, info = attacks.uap_art(clf, x, y, norm=cfg.norm, eps=budget, max_iter=cfg.max_iter,
+                                          seed=run.profile.seed)
         else:
+            transform = flip_transform(run.profile.llt.flip) if through_llt else None
             delta, info = attacks.uap_fast(model, x, y, norm=cfg.norm, eps=budget, batch_size=cfg.fast_batch_size,
                                            epochs=cfg.fast_epochs, learning_rate=cfg.fast_learning_rate,
-                                           seed=run.profile.seed, input_transform=input_transform)
+                                           seed=run.profile.seed, input_transform=transform)
         info = {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}
         info.update(wall_s=time.perf_counter() - t0, budget=budget, norm=cfg.norm, train_images=len(x))
         np.save(folder / "delta.npy", np.asarray(delta, np.float32).reshape(x.shape[1:]))
@@ -262,17 +267,14 @@ def _whitebox_inputs(run: Run, name: str, attack: str, target, target_key: str, 
                      llt: bool) -> np.ndarray:
     """Adversarial test images crafted on the defended system itself (adaptive attacker).
 
-    Through the LLT the attacks use BPDA: ART's FGSM calls the preprocessor's
-    ``estimate_gradient``; the fast UAP differentiates the flip and treats WebP as the
-    identity. The UAP is always the fast one here (ART's would cost minutes per case).
+    Through the LLT the attacks use BPDA: ART's FGSM and ART's UAP call the
+    preprocessor's ``estimate_gradient``; the fast UAP differentiates the flip and treats
+    WebP as the identity. Each attack is the same algorithm as in the grey box.
     """
     if attack == "fgsm":
         clf = art_classifier(target, preprocessing_defences=[_llt(run)] if llt else None)
         return attacks.fgsm(clf, x, y, [run.profile.fgsm.eps])[run.profile.fgsm.eps]
-    from skinlib.tf_backend import flip_transform
-
-    transform = flip_transform(run.profile.llt.flip) if llt else None
-    delta, _ = compute_uap(run, name, "uap_fast", target=target, target_key=target_key, input_transform=transform)
+    delta, _ = compute_uap(run, name, attack, target=target, target_key=target_key, through_llt=llt)
     return attacks.apply_perturbation(x, delta)
 
 

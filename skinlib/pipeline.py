@@ -154,7 +154,8 @@ def run(profile_name: str, *, data_dir: Optional[str] = None, only: Optional[Seq
             shutil.rmtree(staging, ignore_errors=True)
             started = datetime.now(timezone.utc)
             t0 = time.perf_counter()
-            record: dict[str, Any] = {"started": started.isoformat(timespec="seconds")}
+            record: dict[str, Any] = {"started": started.isoformat(timespec="seconds"),
+                                      "git_commit": prov["git_commit"]}
             print(f"[skinlib] {profile.name}: {page} ...", flush=True)
             try:
                 execute_page(page, profile, staging, log_output=log_output)

@@ -86,6 +86,31 @@ def test_llt_is_a_predict_only_art_preprocessor():
     assert "quality=75" in repr(llt)
 
 
+def test_llt_preprocessor_clips_out_of_range_pixels_like_an_image_encoder(images):
+    """Attacks hand the estimator x + v before clipping; the defence encodes the clipped image."""
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal", n_jobs=1)
+    pushed = images + np.where(images > 0.5, 0.03, -0.03).astype(np.float32)  # leaves [0, 1] at both ends
+    assert pushed.min() < 0 and pushed.max() > 1
+    np.testing.assert_array_equal(llt(pushed)[0], llt(np.clip(pushed, 0, 1))[0])
+    with pytest.raises(SkinlibError):  # the plain function stays strict about its input
+        defences.apply_llt(pushed)
+
+
+def test_art_uap_runs_through_the_llt(flat_model):
+    """White box: ART's UAP (FGSM steps, BPDA gradients) against the model behind the LLT."""
+    model, xt, yt = flat_model
+    llt = defences.LowLevelTransformation(quality=90, flip="horizontal", n_jobs=1)
+    defended = tf_backend.art_classifier(model, preprocessing_defences=llt)
+    eps = 8 / 255
+    v, info = attacks.uap_art(defended, xt[:60], yt[:60], norm="inf", eps=eps, max_iter=2, seed=0)
+    assert np.abs(v).max() <= eps + 1e-6 and np.abs(v).max() > 0
+    clean = tf_backend.predict_labels(defended, xt)
+    fooled = attacks.flip_rate(clean, tf_backend.predict_labels(defended, attacks.apply_perturbation(xt, v)))
+    noise = attacks.random_noise(xt, [eps], seed=0, universal=True)[eps]
+    by_noise = attacks.flip_rate(clean, tf_backend.predict_labels(defended, noise))
+    assert fooled > by_noise, (fooled, by_noise)
+
+
 def test_bpda_gradient_flips_back(flat_model):
     model, xt, yt = flat_model
     x, y = xt[:20], yt[:20]
