@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -32,7 +34,7 @@ data_dir = None
 results_dir = None
 
 # %% tags=["hide-input"]
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from skinlib import experiments
 from skinlib.context import open_run
@@ -40,6 +42,10 @@ from skinlib.pages import defence_reading, defence_tables, show_defence_confusio
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir)
 display(run.banner())
+cfg = run.profile.retraining
+display(Markdown(f"Schedule of this run: {cfg.rounds} rounds of {cfg.epochs_per_round} epoch(s), "
+                 f"{cfg.fraction:.0%} of the training and validation images perturbed per round "
+                 "(the thesis: 5 rounds of 5 epochs, 50%)."))
 
 # %% tags=["hide-output"]
 outcomes = experiments.exp3_1_retraining(run)
