@@ -46,7 +46,10 @@ PACKAGES = ("tensorflow", "keras", "adversarial-robustness-toolbox", "numpy", "p
 def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        # "+dirty" when the code or the parameters differ from the commit (results written
+        # by a run are not code: they do not count)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "skinlib", "notebooks", "profiles", "pyproject.toml"], cwd=ROOT,
                                capture_output=True, text=True, timeout=10)
         commit = out.stdout.strip() or "unknown"
         return commit + ("+dirty" if dirty.stdout.strip() else "")
