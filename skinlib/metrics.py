@@ -56,13 +56,8 @@ _BOOT_CHUNK_ELEMENTS = 4_000_000  # resample indices drawn per chunk (bounds mem
 # --------------------------------------------------------------------------- input
 
 
-def _labels(name: str, arr: Any) -> np.ndarray:
-    """``arr`` as a 1-D int64 array of class indices, else a SkinlibError naming it."""
-    return check_labels(arr, name)
-
-
 def _pair(y_true: Any, y_pred: Any, pred_name: str = "y_pred") -> tuple[np.ndarray, np.ndarray]:
-    t, p = _labels("y_true", y_true), _labels(pred_name, y_pred)
+    t, p = check_labels(y_true, "y_true"), check_labels(y_pred, pred_name)
     if t.size == 0:
         raise SkinlibError("y_true: empty; no metric can be computed")
     if t.shape != p.shape:
