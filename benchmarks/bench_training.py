@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
           f"jit={bool(args.jit)}, tf {tf.__version__}, keras {keras.__version__}, best of {args.repeats}")
     for r in rows:
         print(f"  {r['method']:<12} {r['wall_s']:8.2f} s {r['images_per_s']:9.1f} img/s  ratio {r['ratio']:.3f}")
-    print(f"written {args.out}")
     return 0
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 
 def write_rows(path: Path, rows: list[dict], by: str) -> None:
-    """Write ``rows`` to the CSV at ``path``, replacing its earlier rows with the same ``by`` value."""
+    """Write ``rows`` to the CSV at ``path``, replacing its earlier rows with the same ``by`` value.
+
+    Says on stderr what it wrote (the benchmarks' one "wrote" line)."""
     fields = list(rows[0])
     own = {str(r[by]) for r in rows}
     kept: list[dict] = []
@@ -35,3 +38,4 @@ def write_rows(path: Path, rows: list[dict], by: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    print(f"wrote {path}: {len(rows)} rows of this run, {len(kept)} of other runs kept", file=sys.stderr)

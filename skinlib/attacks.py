@@ -432,7 +432,11 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
     keras_model = tf_backend.keras_model_of(model)
     x = as_float_images(x_train, "x_train")
     y = _labels(y_train, len(x), "y_train")
-    y_fit = y if y is not None else tf_backend.predict_labels(keras_model, x)
+    if y is not None:
+        y_fit = y
+    else:  # the clean predictions of the system attacked (through the stand-in transform)
+        y_fit = tf_backend.predict_labels(keras_model, x if input_transform is None else
+                                          np.asarray(input_transform(x), np.float32))
     xm = None if x_monitor is None else as_float_images(x_monitor, "x_monitor")
     v, info = tf_backend.fast_uap(keras_model, x, y_fit, norm=norm, eps=float(eps), batch_size=batch_size,
                                   epochs=epochs, learning_rate=float(learning_rate), seed=seed, step=step,

@@ -103,9 +103,9 @@ class Run:
         return models.load_model(folder / "model.keras"), history
 
     def _code_modules(self) -> list:
-        from skinlib import models
+        from skinlib import metrics, models
 
-        mods = [models, split_module, data_module]
+        mods = [models, metrics, split_module, data_module]
         if self.is_synthetic:
             from skinlib.data import synthetic
 

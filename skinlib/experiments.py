@@ -136,6 +136,21 @@ def uap_budget(run: Run) -> float:
     return attacks.uap_budget(x, cfg.norm, eps=cfg.eps, zeta=cfg.zeta)
 
 
+def fast_uap(run: Run, model: Any, x: np.ndarray, y: np.ndarray, budget: float,
+             input_transform: Optional[Callable] = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`skinlib.attacks.uap_fast` with the profile's ``uap.fast_*`` settings.
+
+    ``uap.fast_labels: predicted`` climbs the loss of the model's clean predictions instead
+    of ``y`` (the flip rate's reference), ``uap.fast_loss: clipped`` caps each image's loss
+    at ``uap.fast_beta`` (Shafahi et al. 2020, https://arxiv.org/abs/1811.11304).
+    """
+    cfg = run.profile.uap
+    return attacks.uap_fast(model, x, y if cfg.fast_labels == "true" else None, norm=cfg.norm, eps=budget,
+                            batch_size=cfg.fast_batch_size, epochs=cfg.fast_epochs,
+                            learning_rate=cfg.fast_learning_rate, loss=cfg.fast_loss, beta=cfg.fast_beta,
+                            seed=run.profile.seed, input_transform=input_transform)
+
+
 def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_key: str = "undefended",
                 through_llt: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """A universal perturbation (``uap_art`` or ``uap_fast``) for ``target`` (a cached step).
@@ -163,9 +178,7 @@ def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_k
                                           seed=run.profile.seed)
         else:
             transform = flip_transform(run.profile.llt.flip) if through_llt else None
-            delta, info = attacks.uap_fast(model, x, y, norm=cfg.norm, eps=budget, batch_size=cfg.fast_batch_size,
-                                           epochs=cfg.fast_epochs, learning_rate=cfg.fast_learning_rate,
-                                           seed=run.profile.seed, input_transform=transform)
+            delta, info = fast_uap(run, model, x, y, budget, input_transform=transform)
         info = {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}
         info.update(wall_s=time.perf_counter() - t0, budget=budget, norm=cfg.norm, train_images=len(x))
         np.save(folder / "delta.npy", np.asarray(delta, np.float32).reshape(x.shape[1:]))
@@ -228,10 +241,7 @@ def retrained_model(run: Run, model_name: str, attack: str):
                     adv = attacks.fgsm(art_classifier(current), x01, y_sel, [run.profile.fgsm.eps])
                     adv = adv[run.profile.fgsm.eps]
                 else:
-                    u = run.profile.uap
-                    delta, _ = attacks.uap_fast(current, x01, y_sel, norm=u.norm, eps=budget,
-                                                batch_size=u.fast_batch_size, epochs=u.fast_epochs,
-                                                learning_rate=u.fast_learning_rate, seed=run.profile.seed)
+                    delta, _ = fast_uap(run, current, x01, y_sel, budget)
                     adv = attacks.apply_perturbation(x01, delta)
                 return np.round(adv * 255.0).astype(np.uint8)
             return perturb
@@ -295,16 +305,18 @@ def evaluate_defence(run: Run, experiment: str, defence: str) -> dict[str, Model
         outcome = ModelOutcome(predictions={"undefended": clean_undefended})
         targets = {a: retrained_model(run, name, a) for a in sorted(set(DEFENDED_ATTACKS.values()))} \
             if use_retraining else {a: base for a in set(DEFENDED_ATTACKS.values())}
+        clean_defended = {}  # per target: the defended system's clean test predictions
         for retrained_for, target in sorted(targets.items()):
-            clean = defended_predict(target, x)
             case = f"clean ({retrained_for})" if use_retraining else "clean"
             if case not in outcome.predictions:
+                clean = defended_predict(target, x)
                 run.evaluate(y, clean, experiment=experiment, model=name, defence=defence,
                              param=f"retrained against {retrained_for}" if use_retraining else "")
                 outcome.predictions[case] = clean
+            clean_defended[retrained_for] = outcome.predictions[case]
         for attack, retrained_for in DEFENDED_ATTACKS.items():
             target = targets[retrained_for]
-            clean = defended_predict(target, x)
+            clean = clean_defended[retrained_for]
             key = f"{defence}:{name}:{retrained_for}"
             for setting, inputs in (
                 ("greybox", _greybox_inputs(run, name, attack, x, y)),

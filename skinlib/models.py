@@ -39,6 +39,7 @@ from keras import layers, ops
 
 from skinlib.errors import SkinlibError
 from skinlib.labels import NUM_CLASSES
+from skinlib.metrics import model_metrics
 from skinlib.profiles import TrainConfig
 
 __all__ = [
@@ -472,11 +473,6 @@ def _op_determinism_enabled() -> bool:
     return bool(is_op_determinism_enabled())
 
 
-def _macro_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    classes = np.unique(y_true)
-    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = _atomic_path(path, ".tmp")
     try:
@@ -533,7 +529,7 @@ class _Checkpointer(keras.callbacks.Callback):
         pred = logits.argmax(axis=1)
         logs["val_loss"] = float(-logp[np.arange(len(yv)), yv].mean())
         logs["val_accuracy"] = float(np.mean(pred == yv))
-        logs["val_macro_recall"] = _macro_recall(yv, pred)
+        logs["val_macro_recall"] = model_metrics(yv, pred)["macro_recall"]
         logs["learning_rate"] = self.lr
         st = self.state
         for k, v in logs.items():

@@ -72,6 +72,9 @@ class UAPConfig:
     fast_batch_size: int = 64
     fast_epochs: int = 5
     fast_learning_rate: float = 0.005
+    fast_loss: str = "clipped"  # "ce", or "clipped": each image's loss capped at fast_beta (Shafahi et al.)
+    fast_beta: float = 4.0
+    fast_labels: str = "predicted"  # climb the loss of the "true" labels or of the clean "predicted" ones
 
 
 @dataclass
@@ -170,6 +173,9 @@ def _validate(profile: Profile, origin: str) -> Profile:
         (profile.poisoning.target_class in CLASSES, "poisoning.target_class", f"must be one of {CLASSES}"),
         (all(0 <= f <= 1 for f in profile.poisoning.fractions), "poisoning.fractions", "must lie in [0, 1]"),
         (profile.uap.norm in ("inf", "2"), "uap.norm", "must be inf or 2"),
+        (profile.uap.fast_loss in ("ce", "clipped"), "uap.fast_loss", "must be ce or clipped"),
+        (profile.uap.fast_beta > 0, "uap.fast_beta", "must be positive"),
+        (profile.uap.fast_labels in ("true", "predicted"), "uap.fast_labels", "must be true or predicted"),
         (0 < profile.retraining.fraction <= 1, "retraining.fraction", "must lie in (0, 1]"),
         (all(1 <= q <= 100 for q in [profile.llt.quality, *profile.llt.quality_sweep]), "llt.quality",
          "must lie in 1..100"),

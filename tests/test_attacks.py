@@ -272,3 +272,31 @@ def test_compiled_functions_do_not_keep_models_alive():
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_uap_fast_without_labels_climbs_the_clean_predictions(problem):
+    """``y_train=None`` means the model's clean predictions (through ``input_transform`` when given)."""
+    model, x = problem["model"], problem["x"][:256]
+    kw = dict(norm="inf", eps=8 / 255, epochs=2, batch_size=64, learning_rate=0.004, seed=3, loss="clipped", beta=4.0)
+    v_none, _ = attacks.uap_fast(model, x, None, **kw)
+    v_pred, _ = attacks.uap_fast(model, x, tf_backend.predict_labels(model, x), **kw)
+    np.testing.assert_array_equal(v_none, v_pred)
+    flip = tf_backend.flip_transform("horizontal")
+    pred_flipped = tf_backend.predict_labels(model, x[:, :, ::-1, :])
+    v_t, _ = attacks.uap_fast(model, x, None, input_transform=flip, **kw)
+    v_tp, _ = attacks.uap_fast(model, x, pred_flipped, input_transform=flip, **kw)
+    np.testing.assert_array_equal(v_t, v_tp)
+
+
+def test_clipped_loss_stops_steering_once_every_image_is_fooled(problem):
+    """With every image's loss above beta the clipped objective has zero gradient: delta stays put."""
+    model, x = problem["model"], problem["x"][:64]
+    wrong = (tf_backend.predict_labels(model, x) + 1) % 7
+    confident = np.array([_ce(model, x[i:i + 1], wrong[i:i + 1]) for i in range(len(x))])
+    beta = float(confident.min()) * 0.5  # below every image's loss of the wrong label
+    v, _ = attacks.uap_fast(model, x, wrong, norm="inf", eps=8 / 255, epochs=2, batch_size=64, learning_rate=0.004,
+                            seed=0, loss="clipped", beta=beta)
+    assert np.all(v == 0)
+    v_ce, _ = attacks.uap_fast(model, x, wrong, norm="inf", eps=8 / 255, epochs=2, batch_size=64,
+                               learning_rate=0.004, seed=0, loss="ce")
+    assert np.abs(v_ce).max() > 0

@@ -87,3 +87,13 @@ def test_cli_bad_profile_is_one_line_exit_2(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("key,value,allowed", [("fast_loss", "hinge", "ce or clipped"),
+                                               ("fast_labels", "guessed", "true or predicted"),
+                                               ("fast_beta", 0, "must be positive")])
+def test_fast_uap_settings_are_checked(tmp_path, key, value, allowed):
+    with pytest.raises(SkinlibError) as err:
+        load_profile(_write(tmp_path, f"name: x\nuap:\n  {key}: {value}\n"))
+    msg = str(err.value)
+    assert f"uap.{key}" in msg and allowed in msg and "p.yml" in msg and "\n" not in msg
