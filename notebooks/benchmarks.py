@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,6 +30,7 @@ results_dir = None
 import pandas as pd
 from IPython.display import Markdown, display
 
+from skinlib import report
 from skinlib.paths import results_root
 
 folder = results_root() / "benchmarks"
@@ -36,4 +39,7 @@ if not found:
     display(Markdown("No benchmark results yet: run the scripts in `benchmarks/`."))
 for csv in found:
     display(Markdown(f"### {csv.stem}"))
-    display(pd.read_csv(csv))
+    table = pd.read_csv(csv)
+    if csv.stem == "uap":
+        display(Markdown(report.uap_benchmark_summary(table)))
+    display(table)

@@ -502,3 +502,24 @@ def glue_metrics(df: pd.DataFrame, prefix: str, metrics: Optional[Sequence[str]]
         return
     for key, text in values.items():
         glue(key, text, display=False)
+
+
+def uap_benchmark_summary(table: pd.DataFrame) -> str:
+    """One markdown line per profile of ``results/benchmarks/uap.csv``: ART's wall time and
+    test flip rate, and how many times sooner the fast UAP first reaches that rate (cold:
+    its compiled step traced inside the time; warm: reused), or that it never did."""
+    lines = []
+    for profile, rows in table.groupby("profile", sort=True):
+        by = rows.set_index("method")
+        if "uap_art" not in by.index:
+            continue
+        art = by.loc["uap_art"]
+        head = (f"- `{profile}` ({art['model']}): ART's UAP {float(art['wall_s']):.1f} s for a test flip rate "
+                f"of {float(art['test_flip_rate']):.3f}; ")
+        cold, warm = "uap_fast_to_art_rate_cold", "uap_fast_to_art_rate_warm"
+        if cold in by.index and warm in by.index:
+            lines.append(head + f"the fast UAP reaches it {float(by.loc[cold, 'speedup_vs_art']):.0f}x sooner cold "
+                         f"({float(by.loc[cold, 'wall_s']):.2f} s), {float(by.loc[warm, 'speedup_vs_art']):.0f}x warm.")
+        else:
+            lines.append(head + "the fast UAP did not reach it within the benchmark's step limit.")
+    return "\n".join(lines)

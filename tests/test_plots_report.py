@@ -358,3 +358,19 @@ def test_save_figure(tmp_path: Path):
     fig = plots.perturbation_image(np.zeros((4, 4, 3)), "zero")
     out = plots.save_figure(fig, tmp_path / "sub" / "f.png")
     assert out.is_file() and out.stat().st_size > 0
+
+
+def test_uap_benchmark_summary_reports_the_measured_ratios():
+    rows = [
+        {"profile": "p1", "method": "uap_art", "wall_s": 50.0, "test_flip_rate": 0.7, "speedup_vs_art": 1.0, "model": "m"},
+        {"profile": "p1", "method": "uap_fast_to_art_rate_cold", "wall_s": 0.8, "test_flip_rate": 0.71,
+         "speedup_vs_art": 62.5, "model": "m"},
+        {"profile": "p1", "method": "uap_fast_to_art_rate_warm", "wall_s": 0.5, "test_flip_rate": 0.71,
+         "speedup_vs_art": 100.0, "model": "m"},
+        {"profile": "p2", "method": "uap_art", "wall_s": 40.0, "test_flip_rate": 0.9, "speedup_vs_art": 1.0, "model": "m"},
+        {"profile": "p2", "method": "uap_fast", "wall_s": 4.0, "test_flip_rate": 0.8, "speedup_vs_art": 10.0, "model": "m"},
+    ]
+    text = report.uap_benchmark_summary(pd.DataFrame(rows))
+    p1, p2 = text.splitlines()
+    assert "`p1`" in p1 and "50.0 s" in p1 and "0.700" in p1 and "62x sooner cold (0.80 s)" in p1 and "100x warm" in p1
+    assert "`p2`" in p2 and "did not reach it" in p2
