@@ -1,7 +1,7 @@
 """Low-level transformation throughput: a plain one-process Pillow loop against the parallel LLT.
 
 Measured side by side in one run, on the same images (the profile's dataset at its image
-size, or generated colour images when the data layer is unavailable):
+size, ``--data-dir`` for the real images; ``--generated`` for generated colour images):
 
 - ``pillow_loop``: the obvious implementation, image by image in one thread
   (``Image.fromarray -> save(WEBP) -> Image.open -> flip``), as a notebook would write it;
@@ -18,6 +18,7 @@ by the cores that are actually free, and the ceiling says what that cap was.
 Usage::
 
     python benchmarks/bench_llt.py --profile default
+    python benchmarks/bench_llt.py --profile ham10000 --data-dir ../shared/data/ham10000
 """
 
 from __future__ import annotations
@@ -77,29 +78,34 @@ def parallel_ceiling(workers: int, n: int = 2_000_000) -> float:
     return serial / par
 
 
-def load_images(profile_name: str, n: int, size: int | None) -> tuple[np.ndarray, str]:
-    """``n`` uint8 images from the profile's dataset, else generated ones (with the reason)."""
-    try:
-        from skinlib.data import load_dataset
-        from skinlib.profiles import load_profile
-
-        prof = load_profile(profile_name)
-        s = size or prof.data.image_size
-        ds = load_dataset(prof.data.source, prof.data.data_dir, s, seed=prof.seed,
-                          n_images=n if prof.data.source == "synthetic" else None)
-        return ds.images[:n], f"{prof.data.source}:{s}px"
-    except Exception as exc:  # the data layer may not be there yet: measure on generated images
+def load_images(profile_name: str, n: int, size: int | None, data_dir: str | None,
+                generated: bool) -> tuple[np.ndarray, str]:
+    """``n`` uint8 images from the profile's dataset, or generated ones when asked for."""
+    if generated:
         from skinlib.tf_backend import toy_data
 
         s = size or 64
         x, _ = toy_data(n, s, seed=0)
-        print(f"note: profile data unavailable ({type(exc).__name__}: {exc}); using generated images", file=sys.stderr)
         return np.rint(x * 255).astype(np.uint8), f"toy:{s}px"
+    from skinlib.data import load_dataset
+    from skinlib.errors import SkinlibError
+    from skinlib.profiles import load_profile
+
+    try:
+        prof = load_profile(profile_name, data_dir=data_dir)
+        s = size or prof.data.image_size
+        ds = load_dataset(prof.data.source, prof.data.data_dir, s, seed=prof.seed,
+                          n_images=n if prof.data.source == "synthetic" else None)
+    except SkinlibError as exc:  # never a silent stand-in: its rows would carry the profile's name
+        raise SystemExit(f"error: {exc} (or run with --generated)")
+    return ds.images[:n], f"{prof.data.source}:{s}px"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
+    ap.add_argument("--data-dir", default=None, help="the dataset folder (else the profile's or SKINLIB_DATA_DIR)")
+    ap.add_argument("--generated", action="store_true", help="generated colour images instead of the profile's")
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--size", type=int, default=None, help="image size (default: the profile's)")
     ap.add_argument("--quality", type=int, default=None, help="WebP quality (default: the profile's, else 75)")
@@ -109,15 +115,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from skinlib.defences import apply_llt
 
+    u8, source = load_images(args.profile, args.images, args.size, args.data_dir, args.generated)
     quality = args.quality
     if quality is None:
-        try:
-            from skinlib.profiles import load_profile
+        from skinlib.profiles import load_profile
 
-            quality = load_profile(args.profile).llt.quality
-        except Exception:
-            quality = 75
-    u8, source = load_images(args.profile, args.images, args.size)
+        quality = 75 if args.generated else load_profile(args.profile, data_dir=args.data_dir).llt.quality
     cores = os.cpu_count() or 1
     methods = {"pillow_loop": lambda: pillow_loop(u8, quality)}
     for k in sorted({1, 2, cores}):

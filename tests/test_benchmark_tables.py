@@ -43,3 +43,20 @@ def test_a_failed_write_leaves_the_old_table(tmp_path):
         write_rows(path, [{"profile": "smoke", "wall_s": 1.0}, {"profile": "smoke", "extra": 2}], "profile")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["fgsm.csv"]
+
+
+@pytest.mark.parametrize("script", ["bench_attacks.py", "bench_llt.py"])
+def test_a_profile_without_its_data_is_an_error_not_a_stand_in(tmp_path, script):
+    """Rows measured on a toy stand-in must never be written under the real profile's name."""
+    import os
+    import subprocess
+
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / script
+    env = {k: v for k, v in os.environ.items() if k != "SKINLIB_DATA_DIR"}
+    out = ["--out-dir", str(tmp_path)] if script == "bench_attacks.py" else ["--out", str(tmp_path / "llt.csv")]
+    proc = subprocess.run([sys.executable, str(bench), "--profile", "ham10000", *out], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.data_dir") and "ham10000" in last
+    assert list(tmp_path.iterdir()) == []
