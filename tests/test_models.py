@@ -285,7 +285,7 @@ def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path: Path, monkeypatc
 
 def test_best_on_validation_weights_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scores = iter([0.3, 0.9, 0.5])
-    monkeypatch.setattr(M, "_macro_recall", lambda y_true, y_pred: next(scores))
+    monkeypatch.setattr(M, "model_metrics", lambda y_true, y_pred: {"macro_recall": next(scores)})
     model, history = _train(tmp_path, cfg=replace(CFG, epochs=3, learning_rate=1e-2))
     assert history["val_macro_recall"] == [0.3, 0.9, 0.5]
     state = json.loads((tmp_path / "state.json").read_text())
