@@ -66,9 +66,9 @@ def _profile(name: str, data_dir: str | None):
 
 def setup(prof, args) -> dict:
     """A trained model and train/val/test images (float32 in [0, 1])."""
-    size = args.size or prof.data.image_size
     from skinlib.errors import SkinlibError
 
+    size = args.size or prof.data.image_size
     if args.model != "toy":
         try:
             from skinlib import models as M
@@ -154,16 +154,25 @@ def bench_uap(env: dict, prof, args) -> list[dict]:
         return attacks.flip_rate(clean_te, adv), float(np.mean(adv != y_te))
 
     rows = []
+
+    def add_row(method: str, v, wall: float, schedule: str, stopped_early: bool, compiled: str) -> None:
+        fr, er = scores(v)
+        rows.append({"method": method, "wall_s": wall, "train_images": n_train, "test_flip_rate": fr,
+                     "test_error_rate": er, "test_images": len(x_te), "eps": budget, "norm": u.norm,
+                     "schedule": schedule, "stopped_early": stopped_early, "compiled": compiled})
+
+    def compiled(info) -> str:
+        return "cold" if info["traced"] else "warm"
+
     max_iter = args.art_passes or u.max_iter
     print(f"ART UAP: {n_train} images x {max_iter} passes (this is the slow one) ...", file=sys.stderr)
     v_art, info_art = attacks.uap_art(clf, x_tr, y_tr, norm=u.norm, eps=budget, max_iter=max_iter,
                                       delta=args.art_delta, seed=prof.seed)
-    fr_art, er_art = scores(v_art)
     wall_art = info_art["wall_s"]
-    rows.append({"method": "uap_art", "wall_s": wall_art, "train_images": n_train, "test_flip_rate": fr_art,
-                 "test_error_rate": er_art, "test_images": len(x_te), "eps": budget, "norm": u.norm,
-                 "schedule": f"{max_iter} passes max, delta={args.art_delta}, converged={info_art['converged']}",
-                 "stopped_early": info_art["converged"], "compiled": "cold"})
+    add_row("uap_art", v_art, wall_art,
+            f"{max_iter} passes max, delta={args.art_delta}, converged={info_art['converged']}",
+            info_art["converged"], "cold")
+    fr_art = rows[0]["test_flip_rate"]
     print(f"  {wall_art:.1f} s, test flip rate {fr_art:.3f}", file=sys.stderr)
 
     lr = args.fast_lr if args.fast_lr is not None else u.fast_learning_rate
@@ -189,29 +198,16 @@ def bench_uap(env: dict, prof, args) -> list[dict]:
             if label == "cold":
                 tf_backend.forget_compiled(model)
             v, info = attacks.uap_fast(model, x_tr, y_fit, epochs=args.max_fast_epochs, max_steps=n_steps, **common)
-            fr, er = scores(v)
-            rows.append({"method": f"uap_fast_to_art_rate_{label}", "wall_s": info["wall_s"] + t_labels,
-                         "train_images": n_train, "test_flip_rate": fr, "test_error_rate": er,
-                         "test_images": len(x_te), "eps": budget, "norm": u.norm,
-                         "schedule": f"{n_steps} steps (first step whose test flip rate >= ART's), {how}",
-                         "stopped_early": True,
-                         "compiled": "cold" if info["traced"] else "warm"})
+            add_row(f"uap_fast_to_art_rate_{label}", v, info["wall_s"] + t_labels,
+                    f"{n_steps} steps (first step whose test flip rate >= ART's), {how}", True, compiled(info))
 
     v, info = attacks.uap_fast(model, x_tr, y_fit, epochs=u.fast_epochs, **common)
-    fr, er = scores(v)
-    rows.append({"method": "uap_fast", "wall_s": info["wall_s"] + t_labels, "train_images": n_train,
-                 "test_flip_rate": fr, "test_error_rate": er, "test_images": len(x_te), "eps": budget,
-                 "norm": u.norm, "schedule": f"{u.fast_epochs} epochs x {info['steps'] // u.fast_epochs} steps, {how}",
-                 "stopped_early": False,
-                 "compiled": "cold" if info["traced"] else "warm"})
+    per_epoch = f"{u.fast_epochs} epochs x {info['steps'] // u.fast_epochs} steps"
+    add_row("uap_fast", v, info["wall_s"] + t_labels, f"{per_epoch}, {how}", False, compiled(info))
     # Ablation: the same schedule with the plain cross-entropy of the true labels.
     v, info = attacks.uap_fast(model, x_tr, y_tr, epochs=u.fast_epochs, **{**common, "loss": "ce"})
-    fr, er = scores(v)
-    rows.append({"method": "uap_fast_plain_loss", "wall_s": info["wall_s"], "train_images": n_train,
-                 "test_flip_rate": fr, "test_error_rate": er, "test_images": len(x_te), "eps": budget,
-                 "norm": u.norm, "schedule": f"{u.fast_epochs} epochs x {info['steps'] // u.fast_epochs} steps, "
-                 f"ce loss of the true labels, batch {u.fast_batch_size}, lr {lr}", "stopped_early": False,
-                 "compiled": "cold" if info["traced"] else "warm"})
+    add_row("uap_fast_plain_loss", v, info["wall_s"],
+            f"{per_epoch}, ce loss of the true labels, batch {u.fast_batch_size}, lr {lr}", False, compiled(info))
     for r in rows:
         r["speedup_vs_art"] = round(wall_art / r["wall_s"], 1)
         r["reaches_art"] = r["test_flip_rate"] >= fr_art - 1e-9
