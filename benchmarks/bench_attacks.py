@@ -1,10 +1,14 @@
-"""Attack cost: ART's FGSM loop vs the one-gradient multi-eps FGSM, and ART's UAP vs the fast UAP.
+"""Attack cost: ART's FGSM loop vs the one-gradient multi-eps FGSM, ART's PGD vs the compiled one, ART's UAP vs the fast UAP.
 
 Measured side by side in one run, on one trained model and the same images:
 
 FGSM (``fgsm.csv``): ART ``FastGradientMethod`` called once per eps of the profile's
 sweep, against :func:`skinlib.attacks.fgsm`, which computes the gradient sign once and
 returns every eps (outputs checked identical). Repeats are interleaved; medians reported.
+
+PGD (``pgd.csv``): ART ``ProjectedGradientDescent`` against :func:`skinlib.attacks.pgd`
+(compiled step), same images, eps, steps, step size and start, on the undefended model
+and through the LLT (BPDA); accuracy under each and the speed ratio (see ``bench_pgd``).
 
 UAP (``uap.csv``): ART ``UniversalPerturbation`` as the thesis ran it (FGSM inner
 attacker, ``uap.max_iter`` passes, ``uap.n_train_images`` training images, one image at a
@@ -137,6 +141,53 @@ def bench_fgsm(env: dict, eps_list: list[float], repeats: int, n: int) -> list[d
             for name, ts in times.items()]
 
 
+def bench_pgd(env: dict, prof, args) -> list[dict]:
+    """ART's ProjectedGradientDescent vs the compiled :func:`skinlib.attacks.pgd`, undefended and through the LLT.
+
+    Same images, eps (``adaptive.eps``), steps (``adaptive.steps``), step size and start
+    (the clean image: no random start, so both runs are deterministic and start alike).
+    Through the LLT both use BPDA (ART: the preprocessor's ``estimate_gradient``; ours:
+    the straight-through op with the real WebP forward). Accuracy of the defended system
+    on each result, and wall time (median of ``--repeats``, interleaved).
+    """
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    from skinlib import attacks, defences, tf_backend
+
+    a = prof.adaptive
+    eps, steps, step = a.eps, args.pgd_steps or a.steps, a.step_size * a.eps
+    x, y = env["x_te"][:args.pgd_images], env["y_te"][:args.pgd_images]
+    llt = defences.LowLevelTransformation(quality=prof.llt.quality, flip=prof.llt.flip)
+    rows = []
+    for system in ("undefended", "llt"):
+        clf = tf_backend.art_classifier(env["model"], preprocessing_defences=[llt] if system == "llt" else None)
+
+        def art_run():
+            attack = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=step, max_iter=steps,
+                                              num_random_init=0, batch_size=256, verbose=False)
+            return attack.generate(x, tf_backend.one_hot(y))
+
+        def ours():
+            return attacks.pgd(clf, x, y, [eps], steps=steps, step_size=step, random_start=False)[eps]
+
+        results = {"art_pgd": art_run(), "skinlib_pgd": ours()}  # warm-up (traces ours), and the accuracies
+        times: dict[str, list[float]] = {k: [] for k in results}
+        for _ in range(args.repeats):
+            for name, fn in (("art_pgd", art_run), ("skinlib_pgd", ours)):
+                t = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t)
+        base = statistics.median(times["art_pgd"])
+        for name, x_adv in results.items():
+            rows.append({"method": name, "system": system, "wall_s": round(statistics.median(times[name]), 3),
+                         "images": len(x), "eps": round(eps, 6), "steps": steps, "step_size": round(step, 6),
+                         "accuracy": round(float(np.mean(tf_backend.predict_labels(clf, x_adv) == y)), 4),
+                         "max_perturbation": round(float(np.abs(x_adv - x).max()), 6),
+                         "speedup_vs_art": round(base / statistics.median(times[name]), 2),
+                         "model": env["name"], "repeats": args.repeats})
+    return rows
+
+
 def bench_uap(env: dict, prof, args) -> list[dict]:
     from skinlib import attacks, tf_backend
 
@@ -236,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast-lr", type=float, default=None, help="fast UAP step size (profile's uap.fast_learning_rate)")
     ap.add_argument("--save-model", type=Path, default=None, help="save the trained model here (.keras)")
     ap.add_argument("--load-model", type=Path, default=None, help="reuse a model saved by --save-model")
-    ap.add_argument("--skip", choices=["fgsm", "uap"], action="append", default=[])
+    ap.add_argument("--pgd-images", type=int, default=512)
+    ap.add_argument("--pgd-steps", type=int, default=None, help="PGD steps (profile's adaptive.steps)")
+    ap.add_argument("--skip", choices=["fgsm", "pgd", "uap"], action="append", default=[])
     ap.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
 
@@ -251,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         write_rows(args.out_dir / "fgsm.csv", [{"profile": prof.name, **r} for r in rows], "profile")
         for r in rows:
             print(f"{r['method']:24s} {r['wall_s']:8.3f} s  x{r['speedup_vs_art']:.2f}  identical {r['identical']}")
+    if "pgd" not in args.skip:
+        rows = bench_pgd(env, prof, args)
+        write_rows(args.out_dir / "pgd.csv", [{"profile": prof.name, **r} for r in rows], "profile")
+        for r in rows:
+            print(f"{r['method']:12s} {r['system']:10s} {r['wall_s']:8.3f} s  accuracy {r['accuracy']:.3f}  "
+                  f"x{r['speedup_vs_art']:.2f}")
     if "uap" not in args.skip:
         rows = bench_uap(env, prof, args)
         write_rows(args.out_dir / "uap.csv", [{"profile": prof.name, **r} for r in rows], "profile")

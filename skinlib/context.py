@@ -66,11 +66,13 @@ class Run:
 
     # -- models ---------------------------------------------------------------------------
     def classifier(self, model_name: str, *, train_labels: Optional[np.ndarray] = None, tag: str = "clean",
-                   epochs: Optional[int] = None):
+                   epochs: Optional[int] = None, seed: Optional[int] = None):
         """The model ``model_name`` trained on this run's training split (cached step).
 
         ``train_labels`` replaces the training labels (label-flip poisoning); ``tag`` and
-        ``epochs`` name and size the schedule. Returns ``(model, history)``.
+        ``epochs`` name and size the schedule; ``seed`` (default: the profile's) seeds the
+        weights and the data order, e.g. for an independently trained surrogate.
+        Returns ``(model, history)``.
         """
         from skinlib import models
 
@@ -78,15 +80,18 @@ class Run:
         params = {"step": "train", "model": model_name, "data": self.data_key, "train": vars(self.profile.train),
                   "tag": tag, "epochs": epochs or self.profile.train.epochs,
                   "labels_sha": hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest()[:16]}
+        model_seed = self.profile.seed if seed is None else int(seed)
+        if seed is not None and model_seed != self.profile.seed:
+            params["model_seed"] = model_seed  # absent for the profile's own seed: its keys stay as they were
 
         def compute(folder: Path) -> None:
             model = models.build_model(model_name, self.profile.data.image_size, weights=self.profile.train.weights,
-                                       seed=self.profile.seed)
+                                       seed=model_seed)
             cfg = self.profile.train
             weights = split_module.class_weights(labels, power=cfg.class_weight_power) if cfg.class_weights else None
             models.train_model(model, (self.x("train"), labels), (self.x("val"), self.y("val")),
                                self.profile.train, folder / "work", class_weight=weights,
-                               seed=self.profile.seed, epochs=epochs)
+                               seed=model_seed, epochs=epochs)
             models.save_model(model, folder / "model.keras")
             history = folder / "work" / "history.json"
             if history.is_file():

@@ -1,4 +1,4 @@
-"""The seven experiments of the thesis, as functions the notebooks call.
+"""The seven experiments of the thesis and the adaptive evaluation, as functions the notebooks call.
 
 Each function computes one experiment for every model of the profile, appends its
 tidy rows to ``run.rows`` and returns what the notebook displays. Expensive steps
@@ -8,7 +8,8 @@ reuse exp0's models and an interrupted run resumes.
 Settings of the tidy results (DESIGN.md): ``clean``; ``greybox`` (crafted on the
 undefended model, as in the thesis; in experiment 2 the undefended model is the
 target, so grey and white box coincide and the rows say ``greybox``); ``whitebox``
-(crafted on the defended system itself: retrained model, or through the LLT with BPDA).
+(crafted on the defended system itself: retrained model, or through the LLT with BPDA);
+``transfer`` (crafted on an independently trained surrogate, experiment 4).
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ import numpy as np
 from skinlib import attacks, defences, models, tf_backend
 from skinlib.context import Run
 from skinlib.labels import CLASS_INDEX, CLASSES
+from skinlib.results import atomic_write_bytes
 from skinlib.split import poison_labels
-from skinlib.tf_backend import art_classifier, flip_transform
+from skinlib.tf_backend import art_classifier
 
 
 def _step_code() -> list:
-    """Modules whose source is part of the UAP and retraining step keys (this one included)."""
-    return [attacks, defences, models, tf_backend, sys.modules[__name__]]
+    """Modules whose source is part of the UAP and retraining step keys (this one and every attack module included)."""
+    from skinlib.attacks import _common, adaptive, gradient, noise, universal
+
+    return [attacks, _common, adaptive, gradient, noise, universal, defences, models, tf_backend, sys.modules[__name__]]
 
 
 def fmt_param(value: float) -> str:
@@ -177,7 +181,7 @@ def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_k
             delta, info = attacks.uap_art(clf, x, y, norm=cfg.norm, eps=budget, max_iter=cfg.max_iter,
                                           seed=run.profile.seed)
         else:
-            transform = flip_transform(run.profile.llt.flip) if through_llt else None
+            transform = _llt(run).tf_transform() if through_llt else None  # BPDA: real WebP forward
             delta, info = fast_uap(run, model, x, y, budget, input_transform=transform)
         info = {k: v for k, v in info.items() if isinstance(v, (int, float, str, bool))}
         info.update(wall_s=time.perf_counter() - t0, budget=budget, norm=cfg.norm, train_images=len(x))
@@ -277,9 +281,10 @@ def _whitebox_inputs(run: Run, name: str, attack: str, target, target_key: str, 
                      llt: bool) -> np.ndarray:
     """Adversarial test images crafted on the defended system itself (adaptive attacker).
 
-    Through the LLT the attacks use BPDA: ART's FGSM and ART's UAP call the
-    preprocessor's ``estimate_gradient``; the fast UAP differentiates the flip and treats
-    WebP as the identity. Each attack is the same algorithm as in the grey box.
+    Through the LLT the attacks use BPDA (real WebP forward, identity backward, the flip
+    exact): ART's FGSM and ART's UAP call the preprocessor's ``estimate_gradient``; the fast
+    UAP runs :meth:`LowLevelTransformation.tf_transform`. Each attack is the same algorithm
+    as in the grey box.
     """
     if attack == "fgsm":
         clf = art_classifier(target, preprocessing_defences=[_llt(run)] if llt else None)
@@ -357,3 +362,194 @@ def exp3_3_combined(run: Run) -> dict[str, ModelOutcome]:
 
 def class_names(labels: np.ndarray) -> list[str]:
     return [CLASSES[int(i)] for i in labels]
+
+
+# ---------------------------------------------------------------- experiment 4 (adaptive evaluation)
+
+#: The systems experiment 4 attacks: (defence column, the model it uses, whether the LLT is in front).
+#: The retrained model is the one retrained against FGSM (the per-image attack of experiment 4).
+ADAPTIVE_SYSTEMS: tuple[tuple[str, str, bool], ...] = (
+    ("none", "undefended", False), ("retraining", "retrained", False), ("llt", "undefended", True),
+    ("retraining+llt", "retrained", True), ("pgd_at", "pgd_at", False),
+)
+
+
+def adaptive_subset(run: Run) -> np.ndarray:
+    """Indices (into the test split) of the seeded subset the adaptive attacks run on; sorted."""
+    n_test = len(run.splits["test"])
+    n = run.profile.adaptive.n_images
+    if n is None or n >= n_test:
+        return np.arange(n_test)
+    return np.sort(np.random.default_rng(run.profile.seed + 4).permutation(n_test)[:n])
+
+
+def pgd_at_model(run: Run, model_name: str):
+    """The exp0 model fine-tuned by PGD adversarial training at ``adaptive.eps`` (a cached step)."""
+    import json
+
+    cfg = run.profile.adaptive
+    params = {"step": "pgd_at", "model": model_name, "data": run.data_key, "train": vars(run.profile.train),
+              "eps": cfg.eps, "steps": cfg.at_steps, "epochs": cfg.at_epochs, "lr": cfg.at_learning_rate,
+              "val_images": cfg.at_val_images}
+
+    def compute(folder: Path) -> None:
+        from skinlib.split import class_weights
+
+        model, _ = run.classifier(model_name)
+        tcfg = run.profile.train
+        weights = class_weights(run.y("train"), power=tcfg.class_weight_power) if tcfg.class_weights else None
+        history = defences.pgd_adversarial_training(
+            model, (run.x("train"), run.y("train")), (run.x("val"), run.y("val")), eps=cfg.eps, steps=cfg.at_steps,
+            step_size=2.5 * cfg.eps / cfg.at_steps, max_epochs=cfg.at_epochs, batch_size=tcfg.batch_size,
+            learning_rate=cfg.at_learning_rate, seed=run.profile.seed, class_weight=weights,
+            val_images=cfg.at_val_images)
+        models.save_model(model, folder / "model.keras")
+        (folder / "history.json").write_text(json.dumps(history, indent=1))
+
+    folder = run.cache.run("pgd_at", params, compute, modules=_step_code())
+    return models.load_model(folder / "model.keras"), json.loads((folder / "history.json").read_text())
+
+
+def codec_stand_in(run: Run) -> tuple[np.ndarray, dict[str, float]]:
+    """The WebP stand-in's gains, fitted on training images at ``adaptive.eps``, and how well it tracks WebP.
+
+    Fidelity is measured on other training images, for random sign perturbations and for
+    low-frequency ones (the two kinds of perturbation the attacks make).
+    """
+    cfg = run.profile.adaptive
+    llt = _llt(run)
+    n = min(cfg.codec_fit_images, len(run.splits["train"]) // 2)
+    order = np.random.default_rng(run.profile.seed + 5).permutation(len(run.splits["train"]))
+    x = run.x01("train")
+    fit, check = x[order[:n]], x[order[n:2 * n]]
+    gains = tf_backend.fit_codec_gains(llt.codec, fit, cfg.eps, seed=run.profile.seed)
+    rng = np.random.default_rng(run.profile.seed + 6)
+    sign = attacks.random_noise(check, [cfg.eps], seed=run.profile.seed + 6)[cfg.eps] - check
+    size = check.shape[1]
+    low = max(1, round(size / cfg.lowfreq_factor))
+    coarse = rng.choice(np.array([-1.0, 1.0], np.float32), size=(len(check), low, low, 3)) * np.float32(cfg.eps)
+    smooth = np.clip(check + tf_backend.resize_images(coarse, size), 0, 1) - check
+    fidelity = {f"{kind}_{k}": v for kind, d in (("sign", sign), ("lowfreq", smooth))
+                for k, v in tf_backend.codec_fidelity(llt.codec, check, d.astype(np.float32), gains).items()}
+    fidelity["n_fit"], fidelity["n_check"] = float(n), float(len(check))
+    return gains, fidelity
+
+
+def _defended_model(run: Run, name: str, which: str):
+    if which == "undefended":
+        return run.classifier(name)[0]
+    if which == "retrained":
+        return retrained_model(run, name, "fgsm")
+    return pgd_at_model(run, name)[0]
+
+
+def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
+    """Every defence under adaptive attacks at ``adaptive.eps``: grey box, transfer, white box, curves.
+
+    Per model and system (:data:`ADAPTIVE_SYSTEMS`), on the seeded subset of
+    :func:`adaptive_subset`: clean predictions; the thesis's grey box (FGSM and PGD crafted
+    on the undefended model); transfer (PGD on an independently trained surrogate, through
+    the same LLT when the system has one); white box through the defence (FGSM, PGD with
+    BPDA, APGD-CE, APGD-DLR, Square, and against the LLT the low-frequency and the
+    codec-gradient PGD) and their per-image worst case; the targeted malignant-to-benign
+    attack. Paired differences against the undefended model (same attack and setting)
+    and against the system's clean predictions go to the results too. Convergence (steps,
+    restarts) and eps curves go to ``exp4_adaptive_curves.csv``, the codec stand-in's
+    fidelity to ``exp4_codec.json``.
+    """
+    import pandas as pd
+
+    cfg = run.profile.adaptive
+    idx = adaptive_subset(run)
+    x, y = run.x01("test")[idx], run.y("test")[idx]
+    groups = run.test_groups(idx)
+    eps, key = cfg.eps, fmt_param(cfg.eps)
+    step = cfg.step_size * eps
+    llt = _llt(run)
+    gains, fidelity = codec_stand_in(run)
+    run.write_json("exp4_codec.json", fidelity)
+    seed = run.profile.seed
+    curves: list[dict[str, Any]] = []
+    out = {}
+    for name in run.profile.models:
+        base, _ = run.classifier(name)
+        surrogate, _ = run.classifier(name, seed=seed + cfg.surrogate_seed)
+        outcome = ModelOutcome(extras={"subset": len(idx)})
+        common = dict(steps=cfg.steps, restarts=cfg.restarts, step_size=step, seed=seed)
+        grey = {"fgsm": attacks.fgsm(art_classifier(base), x, y, [eps])[eps],
+                "pgd": attacks.pgd(base, x, y, [eps], **common)[eps]}
+        transfer = {with_llt: attacks.pgd(art_classifier(surrogate, preprocessing_defences=[llt] if with_llt else None),
+                                          x, y, [eps], **common)[eps] for with_llt in (False, True)}
+        reference: dict[tuple[str, str], np.ndarray] = {}  # (attack, setting) -> the undefended predictions
+        for defence, which, with_llt in ADAPTIVE_SYSTEMS:
+            model = _defended_model(run, name, which)
+            system = art_classifier(model, preprocessing_defences=[llt] if with_llt else None)
+            clean = tf_backend.predict_labels(system, x)
+            preds: dict[tuple[str, str], np.ndarray] = {("none", "clean"): clean}
+            for attack, x_adv in grey.items():
+                preds[(attack, "greybox")] = tf_backend.predict_labels(system, x_adv)
+            preds[("pgd", "transfer")] = tf_backend.predict_labels(system, transfer[with_llt])
+            white = {"fgsm": attacks.fgsm(system, x, y, [eps])[eps], "pgd": attacks.pgd(system, x, y, [eps], **common)[eps],
+                     "apgd_ce": attacks.apgd(system, x, y, [eps], loss="ce", steps=cfg.steps, seed=seed)[eps],
+                     "apgd_dlr": attacks.apgd(system, x, y, [eps], loss="dlr", steps=cfg.steps, seed=seed)[eps],
+                     "square": attacks.square(system, x, y, [eps], queries=cfg.square_queries, seed=seed)[eps]}
+            if with_llt:
+                white["pgd_lowfreq"] = attacks.pgd_lowfreq(system, x, y, [eps], factor=cfg.lowfreq_factor, **common)[eps]
+                white["pgd_codec"] = attacks.pgd_codec(system, x, y, [eps], gains=gains, **common)[eps]
+            for attack, x_adv in white.items():
+                preds[(attack, "whitebox")] = tf_backend.predict_labels(system, x_adv)
+            gradient_only = {a: preds[(a, "whitebox")] for a in white if a != "square"}
+            preds[("worst_case", "whitebox")] = attacks.worst_case(
+                y, {a: preds[(a, "whitebox")] for a in white})[0]
+            gradient_worst = attacks.worst_case(y, gradient_only)[0]
+            targeted = attacks.pgd_targeted(system, x, y, [eps], **common)[eps]
+            preds[("pgd_targeted", "whitebox")] = tf_backend.predict_labels(system, targeted)
+            for (attack, setting), pred in preds.items():
+                param = "" if setting == "clean" else key
+                kw = dict(experiment="exp4_adaptive", model=name, attack=attack, defence=defence, setting=setting,
+                          param=param)
+                run.evaluate(y, pred, y_pred_clean=None if setting == "clean" else clean, groups=groups, **kw)
+                if setting != "clean":
+                    run.compare(y, pred, clean, reference="clean", groups=groups, **kw)
+                if defence == "none":
+                    reference[(attack, setting)] = pred
+                elif (attack, setting) in reference:
+                    run.compare(y, pred, reference[(attack, setting)], reference="undefended", groups=groups, **kw)
+            run.compare(y, preds[("square", "whitebox")], gradient_worst, reference="gradient", groups=groups,
+                        experiment="exp4_adaptive", model=name, attack="square", defence=defence,
+                        setting="whitebox", param=key)
+            outcome.predictions.update({f"{defence}/{a}/{s}": p for (a, s), p in preds.items()})
+            curves.extend(_convergence_rows(run, name, defence, system, x, y, clean))
+        out[name] = outcome
+    table = pd.DataFrame(curves)
+    atomic_write_bytes(run.results_dir / "exp4_adaptive_curves.csv", table.to_csv(index=False).encode())
+    for outcome in out.values():
+        outcome.extras["curves"] = table
+    return out
+
+
+def _convergence_rows(run: Run, name: str, defence: str, system: Any, x: np.ndarray, y: np.ndarray,
+                      clean: np.ndarray) -> list[dict[str, Any]]:
+    """Accuracy of PGD against steps and restarts (``convergence_factor`` x the headline's) and against eps."""
+    cfg = run.profile.adaptive
+    f = cfg.convergence_factor
+    n = min(cfg.convergence_images, len(x))
+    steps, restarts = cfg.steps * f, cfg.restarts * f
+    trace: dict = {}
+    attacks.pgd(system, x[:n], y[:n], [cfg.eps], steps=steps, restarts=restarts, step_size=cfg.step_size * cfg.eps,
+                seed=run.profile.seed, trace=trace)
+    grid = attacks.accuracy_by_step(trace[cfg.eps]["first"], steps, restarts, clean[:n] == y[:n])
+    base = {"profile": run.profile.name, "experiment": "exp4_adaptive", "model": name, "defence": defence,
+            "attack": "pgd", "n_images": n}
+    rows = [{**base, "curve": "steps", "x": t, "accuracy": float(grid[0, t]),
+             "headline": t == cfg.steps} for t in range(steps + 1)]
+    rows += [{**base, "curve": "restarts", "x": r + 1, "accuracy": float(grid[r, -1]),
+              "headline": r + 1 == cfg.restarts} for r in range(restarts)]
+    m = min(cfg.curve_images, len(x))
+    by_eps = attacks.pgd(system, x[:m], y[:m], sorted(set(cfg.eps_curve)), steps=cfg.curve_steps,
+                         step_size=None, seed=run.profile.seed)
+    for e, x_adv in by_eps.items():
+        acc = float(np.mean(tf_backend.predict_labels(system, x_adv) == y[:m]))
+        rows.append({**base, "n_images": m, "curve": "eps", "x": round(e * 255, 4), "accuracy": acc,
+                     "headline": bool(np.isclose(e, cfg.eps))})
+    return rows

@@ -31,7 +31,7 @@ from skinlib.steps import FORCE_ENV
 #: Experiment ids of DESIGN.md, in run order.
 EXPERIMENTS: tuple[str, ...] = (
     "exp0_classifier", "exp1_poisoning", "exp2_1_fgsm", "exp2_2_uap",
-    "exp3_1_retraining", "exp3_2_llt", "exp3_3_combined",
+    "exp3_1_retraining", "exp3_2_llt", "exp3_3_combined", "exp4_adaptive",
 )
 #: Report pages executed around the experiments (not experiments: they write no CSV).
 PAGES_BEFORE: tuple[str, ...] = ("data",)

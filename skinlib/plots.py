@@ -676,3 +676,37 @@ def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, 
             ax.set_title(name)
         fig.suptitle(f"{model} against {attack}: clean, attacked and defended")
     return fig
+
+
+def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
+    """Experiment 4's checks for one model: PGD accuracy against steps, restarts and eps, one line per defence.
+
+    The headline point (the steps, restarts and eps of the reported rows) is marked with
+    a dot: a curve still falling there means the attack had not converged. The eps panel
+    starts at 0; a defended curve that stays high at the largest eps is a warning sign of
+    masked gradients, not of robustness.
+    """
+    d = curves[curves["model"] == model]
+    if d.empty:
+        raise SkinlibError(f"adaptive_curves: no curves for model {model!r}")
+    with _themed():
+        fig, axes = _new_figure(1, 3, (13.5, 3.8))
+        titles = {"steps": "PGD steps (first restart)", "restarts": "random restarts (all steps)",
+                  "eps": "eps (/255)"}
+        for ax, curve in zip(axes.ravel(), ("steps", "restarts", "eps")):
+            c = d[d["curve"] == curve]
+            for defence, g in c.groupby("defence", sort=False):
+                g = g.sort_values("x")
+                line, = ax.plot(g["x"], g["accuracy"], marker="" if curve == "steps" else "o", label=defence)
+                h = g[g["headline"].astype(bool)]
+                ax.plot(h["x"], h["accuracy"], "o", color=line.get_color(), markersize=7)
+            n = int(c["n_images"].iloc[0]) if not c.empty else 0
+            ax.set_title(f"{model}: accuracy vs {titles[curve]}, n = {n}", fontsize=9)
+            ax.set_xlabel(titles[curve])
+            ax.set_ylim(0, 1)
+            _pct(ax)
+        axes.ravel()[0].set_ylabel(f"accuracy under white-box PGD ({eps_255:g}/255 unless swept)")
+        axes.ravel()[-1].legend(title="defence", fontsize=8)
+        fig.suptitle(f"{model}: convergence of the white-box PGD through each defence (BPDA where non-differentiable)",
+                     fontsize=10)
+    return fig

@@ -92,6 +92,31 @@ class LLTConfig:
 
 
 @dataclass
+class AdaptiveConfig:
+    """Experiment 4: the adaptive evaluation of every defence (attacks at ``eps``, L-inf)."""
+
+    eps: float = 2 / 255
+    eps_curve: list[float] = field(default_factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
+    n_images: Optional[int] = None  # the seeded test subset every adaptive attack runs on (None: the whole test set)
+    steps: int = 20  # PGD and APGD iterations of the headline rows
+    restarts: int = 1
+    step_size: float = 0.25  # PGD step, as a share of eps
+    convergence_images: int = 200  # subset of the convergence curves (steps and restarts x the headline's)
+    convergence_factor: int = 2
+    curve_images: int = 200  # subset of the eps curves
+    curve_steps: int = 10
+    lowfreq_factor: int = 4  # the low-frequency attack's grid: image size / factor
+    codec_fit_images: int = 200  # training images the codec stand-in is fitted on
+    square_images: int = 200  # subset of the gradient-free check
+    square_queries: int = 500
+    surrogate_seed: int = 1000  # added to the profile's seed: the independently trained surrogate
+    at_epochs: int = 4  # PGD adversarial training: at most this many epochs (fewer if it plateaus)
+    at_steps: int = 5
+    at_learning_rate: float = 0.0005
+    at_val_images: int = 512
+
+
+@dataclass
 class Profile:
     name: str = "default"
     description: str = ""
@@ -105,6 +130,7 @@ class Profile:
     uap: UAPConfig = field(default_factory=UAPConfig)
     retraining: RetrainingConfig = field(default_factory=RetrainingConfig)
     llt: LLTConfig = field(default_factory=LLTConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,6 +206,16 @@ def _validate(profile: Profile, origin: str) -> Profile:
         (all(1 <= q <= 100 for q in [profile.llt.quality, *profile.llt.quality_sweep]), "llt.quality",
          "must lie in 1..100"),
         (profile.llt.flip in ("horizontal", "vertical", "none"), "llt.flip", "must be horizontal, vertical or none"),
+        (0 < profile.adaptive.eps <= 1, "adaptive.eps", "must lie in (0, 1]"),
+        (all(0 <= e <= 1 for e in profile.adaptive.eps_curve), "adaptive.eps_curve", "must lie in [0, 1]"),
+        (profile.adaptive.n_images is None or profile.adaptive.n_images >= 1, "adaptive.n_images",
+         "must be at least 1 or null"),
+        (min(profile.adaptive.steps, profile.adaptive.restarts, profile.adaptive.convergence_factor,
+             profile.adaptive.curve_steps, profile.adaptive.square_queries, profile.adaptive.at_epochs,
+             profile.adaptive.at_steps, profile.adaptive.lowfreq_factor) >= 1, "adaptive",
+         "steps, restarts, convergence_factor, curve_steps, square_queries, at_epochs, at_steps and "
+         "lowfreq_factor must be at least 1"),
+        (0 < profile.adaptive.step_size <= 1, "adaptive.step_size", "must lie in (0, 1] (a share of eps)"),
         (profile.bootstrap >= 0, "bootstrap", "must be 0 or more"),
         (len(profile.models) >= 1, "models", "must name at least one model"),
     ]

@@ -35,9 +35,9 @@ CONTEXT_COLUMNS: list[str] = COLUMNS[:9]
 NUMERIC_COLUMNS: list[str] = ["value", "ci_low", "ci_high"]
 EXPERIMENTS: tuple[str, ...] = (
     "exp0_classifier", "exp1_poisoning", "exp2_1_fgsm", "exp2_2_uap",
-    "exp3_1_retraining", "exp3_2_llt", "exp3_3_combined",
+    "exp3_1_retraining", "exp3_2_llt", "exp3_3_combined", "exp4_adaptive",
 )
-SETTINGS: tuple[str, ...] = ("clean", "greybox", "whitebox")
+SETTINGS: tuple[str, ...] = ("clean", "greybox", "whitebox", "transfer")
 RESULT_GROUPINGS: tuple[str, ...] = ("", "clinical", "thesis")
 FLOAT_FORMAT = "%.6f"
 

@@ -141,12 +141,11 @@ def _flip_v(x: Any) -> Any:
 
 
 def flip_transform(flip: str) -> Optional[Callable]:
-    """A differentiable TensorFlow stand-in for LLT's flip (``None`` for ``"none"``).
+    """LLT's flip as a TensorFlow function (``None`` for ``"none"``).
 
-    Passed as ``input_transform`` to :func:`fast_uap`, it makes the fast UAP a BPDA
-    white-box attack on the LLT-defended model: the flip is differentiated exactly and
-    WebP is approximated by the identity (the same estimate as
-    :meth:`skinlib.defences.LowLevelTransformation.estimate_gradient`).
+    The flip alone, without WebP: the backward pass of :func:`llt_transform`. (Attacking
+    through the flip alone would be a transfer attack from a flip-only surrogate, not
+    BPDA: BPDA runs the real WebP forward, :func:`llt_transform`.)
     """
     if flip == "horizontal":
         return _flip_h
@@ -369,3 +368,351 @@ def toy_model(size: int = 16, seed: int = 0) -> Any:
     model.compile(keras.optimizers.Adam(0.005), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
+
+
+# ---------------------------------------------------------------------------- defences in the graph (BPDA)
+
+
+def straight_through(forward: Callable[[np.ndarray], np.ndarray],
+                     backward: Optional[Callable[[Any], Any]] = None) -> Callable[[Any], Any]:
+    """A TensorFlow op whose value is ``forward(x)`` (NumPy) and whose gradient is ``backward``'s.
+
+    BPDA (Athalye et al. 2018): the real, non-differentiable transform runs in the forward
+    pass (so every prediction an attack sees is the defended system's), and the backward
+    pass uses the vector-Jacobian product of a differentiable approximation ``backward``
+    (``None``: the identity, i.e. the straight-through estimator). The forward output is
+    exactly ``forward(x)``.
+
+    | Paper link: https://arxiv.org/abs/1802.00420
+
+    Shape:
+        - x: ``(N, S, S, 3)`` float32 tensor; output: same shape.
+
+    Examples:
+        >>> op = straight_through(lambda a: np.round(a * 255) / 255)   # doctest: +SKIP
+        >>> y = op(tf.constant(x))                                     # doctest: +SKIP
+    """
+    tf = _tf()
+
+    def run(a: np.ndarray) -> np.ndarray:
+        return np.asarray(forward(a), np.float32)
+
+    @tf.custom_gradient
+    def op(x):
+        y = tf.numpy_function(run, [x], tf.float32, stateful=False)
+        y = tf.reshape(y, tf.shape(x))
+
+        def grad(dy):
+            if backward is None:
+                return dy
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                approx = backward(x)
+            return tape.gradient(approx, x, output_gradients=dy)
+
+        return y, grad
+
+    return op
+
+
+#: BT.601 full-range RGB -> YUV (what lossy WebP and JPEG code; chroma is centred at 0 here).
+_RGB_TO_YUV = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                       np.float32)
+#: Block size of the stand-in's DCT (VP8 codes 4x4 luma blocks and 2x subsampled chroma; 8 px covers both).
+CODEC_BLOCK = 8
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    d = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    d[0] /= np.sqrt(2.0)
+    return d.astype(np.float32)
+
+
+def codec_response(z: Any, gains: np.ndarray) -> Any:
+    """The codec stand-in: a linear map that scales each block-DCT frequency of each YUV channel.
+
+    ``z`` (images or perturbations) goes to YUV, to 8x8 block DCT coefficients, is
+    multiplied by ``gains[u, v, c]`` (the codec's measured transmission of frequency
+    ``(u, v)`` of channel ``c``, see :func:`fit_codec_gains`), and back. With all gains 1
+    it is the identity. Sides that are not a multiple of 8 are edge-padded, then cropped.
+    Differentiable (it is linear), so it can serve as BPDA's backward pass for WebP, in
+    the spirit of Shin & Song 2017's differentiable JPEG (https://machine-learning-and-security.github.io/papers/mlsec17_paper_54.pdf).
+
+    Shape:
+        - z: ``(N, H, W, 3)`` float32 tensor; gains ``(8, 8, 3)``; output: same shape as z.
+    """
+    tf = _tf()
+    b = CODEC_BLOCK
+    z = tf.convert_to_tensor(z, tf.float32)
+    h, w = int(z.shape[1]), int(z.shape[2])
+    ph, pw = (-h) % b, (-w) % b
+    if ph or pw:
+        z = tf.pad(z, [[0, 0], [0, ph], [0, pw], [0, 0]], mode="SYMMETRIC")
+    hh, ww = (h + ph) // b, (w + pw) // b
+    m = tf.constant(_RGB_TO_YUV)
+    minv = tf.constant(np.linalg.inv(_RGB_TO_YUV).astype(np.float32))
+    d = tf.constant(_dct_matrix(b))
+    yuv = tf.einsum("nhwc,kc->nhwk", z, m)
+    blocks = tf.reshape(yuv, (-1, hh, b, ww, b, 3))
+    coef = tf.einsum("ui,nhiwjc,vj->nhwuvc", d, blocks, d) * tf.constant(np.asarray(gains, np.float32))
+    back = tf.einsum("ui,nhwuvc,vj->nhiwjc", d, coef, d)
+    out = tf.einsum("nhwk,ck->nhwc", tf.reshape(back, (-1, hh * b, ww * b, 3)), minv)
+    return out[:, :h, :w, :]
+
+
+def _coefficients(z: np.ndarray) -> np.ndarray:
+    """Block-DCT coefficients of YUV ``z``, ``(N * blocks, 8, 8, 3)`` (for fitting and checking the gains)."""
+    tf = _tf()
+    b = CODEC_BLOCK
+    z = tf.convert_to_tensor(np.asarray(z, np.float32))
+    h, w = int(z.shape[1]), int(z.shape[2])
+    z = z[:, : h - h % b, : w - w % b, :]
+    yuv = tf.einsum("nhwc,kc->nhwk", z, tf.constant(_RGB_TO_YUV))
+    blocks = tf.reshape(yuv, (-1, (h - h % b) // b, b, (w - w % b) // b, b, 3))
+    coef = tf.einsum("ui,nhiwjc,vj->nhwuvc", tf.constant(_dct_matrix(b)), blocks, tf.constant(_dct_matrix(b)))
+    return coef.numpy().reshape(-1, b, b, 3)
+
+
+def fit_codec_gains(codec: Callable[[np.ndarray], np.ndarray], x: np.ndarray, eps: float,
+                    seed: int = 0) -> np.ndarray:
+    """Least-squares transmission of each YUV block-DCT frequency through ``codec``, for perturbations of size ``eps``.
+
+    Random ``+-eps`` sign perturbations ``d`` (white: every frequency equally excited) are
+    added to ``x``; the codec's response is ``codec(x + d) - codec(x)``. Per frequency and
+    channel, ``gain = sum(coef(d) * coef(response)) / sum(coef(d) ** 2)``: 1 where the
+    codec passes a perturbation through, 0 where it erases it.
+
+    Shape:
+        - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; output: gains ``(8, 8, 3)``.
+    """
+    rng = np.random.default_rng(seed)
+    d = (np.clip(x + eps * rng.choice(np.array([-1.0, 1.0], np.float32), size=x.shape), 0, 1) - x).astype(np.float32)
+    response = codec(np.clip(x + d, 0, 1)) - codec(x)
+    a, r = _coefficients(d), _coefficients(response)
+    return (np.sum(a * r, axis=0) / np.maximum(np.sum(a * a, axis=0), 1e-12)).astype(np.float32)
+
+
+def codec_fidelity(codec: Callable[[np.ndarray], np.ndarray], x: np.ndarray, d: np.ndarray,
+                   gains: np.ndarray) -> dict[str, float]:
+    """How well the identity and the stand-in predict what ``codec`` does to perturbations ``d``.
+
+    Returns the share of the response's energy each predicts (R^2 = 1 - SSE / SST, with
+    the response ``codec(x + d) - codec(x)``; 1 is perfect, 0 no better than predicting
+    nothing), and the share of the perturbation's energy that survives the codec.
+
+    Shape:
+        - x, d: ``(N, S, S, 3)`` float32 (``x + d`` in ``[0, 1]``).
+    """
+    response = codec(np.clip(x + d, 0, 1)) - codec(x)
+    predicted = np.asarray(codec_response(d, gains))
+    sst = float(np.sum(response.astype(np.float64) ** 2))
+    return {"r2_identity": 1.0 - float(np.sum((response - d).astype(np.float64) ** 2)) / max(sst, 1e-20),
+            "r2_standin": 1.0 - float(np.sum((response - predicted).astype(np.float64) ** 2)) / max(sst, 1e-20),
+            "energy_kept": sst / max(float(np.sum(d.astype(np.float64) ** 2)), 1e-20)}
+
+
+def llt_transform(quality: int, flip: str, gradient: str = "identity",
+                  gains: Optional[np.ndarray] = None) -> Callable[[Any], Any]:
+    """The LLT (WebP round trip, then flip) as a BPDA op for attacks written in TensorFlow.
+
+    Forward: exactly :func:`skinlib.defences.apply_llt` (real WebP). Backward: the flip
+    differentiated exactly, and for WebP either the identity (``gradient="identity"``,
+    the straight-through estimator; the same estimate as
+    :meth:`skinlib.defences.LowLevelTransformation.estimate_gradient`) or the codec
+    stand-in :func:`codec_response` with ``gains`` (``gradient="codec"``).
+
+    Shape:
+        - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; output: same shape.
+    """
+    from skinlib.defences import apply_llt
+
+    if gradient not in ("identity", "codec"):
+        raise SkinlibError(f"gradient: {gradient!r} is not identity or codec")
+    if gradient == "codec" and gains is None:
+        raise SkinlibError("gradient: codec needs the codec's gains (fit_codec_gains)")
+    flip_op = flip_transform(flip) or (lambda z: z)
+
+    def forward(a: np.ndarray) -> np.ndarray:
+        return apply_llt(np.clip(a, 0.0, 1.0), quality=quality, flip=flip)
+
+    if gradient == "identity":
+        backward = flip_op
+    else:
+        def backward(z):
+            return flip_op(codec_response(z, gains))
+    return straight_through(forward, backward)
+
+
+# ---------------------------------------------------------------------------- iterated attacks (PGD family)
+
+#: Losses the compiled PGD climbs: cross-entropy of the true label (untargeted), minus the
+#: cross-entropy of a target label (targeted), Croce & Hein's difference-of-logits ratio.
+PGD_LOSSES = ("ce", "targeted", "dlr")
+
+
+class _PGDStep:
+    """Compiled PGD step and prediction for one model, input shape, transform, loss and resolution."""
+
+    def __init__(self, model: Any, shape: tuple[int, ...], low: Optional[tuple[int, int]],
+                 transform: Optional[Callable], loss: str) -> None:
+        import weakref
+
+        tf = _tf()
+        ref = weakref.ref(model)
+        tx = transform if transform is not None else (lambda z: z)
+        size = shape[:2]
+        dshape = shape if low is None else (low[0], low[1], shape[2])
+
+        def full(d):
+            return d if low is None else tf.image.resize(d, size, method="bilinear")
+
+        def objective(logits, yb, tb):
+            if loss == "ce":
+                return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yb, logits=logits)
+            if loss == "targeted":
+                return -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tb, logits=logits)
+            srt = tf.sort(logits, axis=1, direction="DESCENDING")
+            z_y = tf.gather(logits, yb, axis=1, batch_dims=1)
+            mask = tf.one_hot(yb, tf.shape(logits)[1], on_value=-1e9, off_value=0.0)
+            z_other = tf.reduce_max(logits + mask, axis=1)
+            return -(z_y - z_other) / (srt[:, 0] - srt[:, 2] + 1e-12)
+
+        spec_x = tf.TensorSpec((None,) + shape, tf.float32)
+        spec_d = tf.TensorSpec((None,) + dshape, tf.float32)
+        spec_y = tf.TensorSpec((None,), tf.int64)
+        scalar = tf.TensorSpec((), tf.float32)
+
+        @tf.function(input_signature=[spec_x, spec_d, spec_y, spec_y, scalar, scalar])
+        def step(xb, d, yb, tb, alpha, eps):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(d)
+                logits = ref()(tx(tf.clip_by_value(xb + full(d), 0.0, 1.0)), training=False)
+                value = tf.reduce_sum(objective(logits, yb, tb))
+            g = tape.gradient(value, d, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            new = tf.clip_by_value(d + alpha * tf.sign(g), -eps, eps)
+            if low is None:  # stay inside the image box too
+                new = tf.clip_by_value(xb + new, 0.0, 1.0) - xb
+            return new, tf.argmax(logits, axis=1)
+
+        @tf.function(input_signature=[spec_x, spec_d])
+        def predict(xb, d):
+            return tf.argmax(ref()(tx(tf.clip_by_value(xb + full(d), 0.0, 1.0)), training=False), axis=1)
+
+        @tf.function(input_signature=[spec_d])
+        def upsample(d):
+            return full(d)
+
+        self.dshape = dshape
+        self.step, self.predict, self.upsample = step, predict, upsample
+
+
+_PGD_STEPS: Any = None  # WeakKeyDictionary: model -> {config: _PGDStep}
+
+
+def _pgd_step(model: Any, shape: tuple[int, ...], low: Optional[tuple[int, int]], transform: Optional[Callable],
+              loss: str) -> _PGDStep:
+    import weakref
+
+    global _PGD_STEPS
+    if _PGD_STEPS is None:
+        _PGD_STEPS = weakref.WeakKeyDictionary()
+    per_model = _PGD_STEPS.setdefault(model, {})
+    key = (shape, low, transform, loss)
+    if key not in per_model:
+        per_model[key] = _PGDStep(model, shape, low, transform, loss)
+    return per_model[key]
+
+
+def iterated_attack(model: Any, x: np.ndarray, y: np.ndarray, *, eps: float, steps: int, step_size: float,
+                    restarts: int = 1, seed: int = 0, loss: str = "ce", target: Optional[np.ndarray] = None,
+                    success: Optional[np.ndarray] = None, transform: Optional[Callable] = None,
+                    low_resolution: Optional[int] = None, random_start: bool = True,
+                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Compiled L-inf PGD with random restarts (the core of :func:`skinlib.attacks.pgd` and its variants).
+
+    Each restart starts uniformly inside the ball (``random_start``) and takes ``steps``
+    signed-gradient steps of ``step_size`` on ``loss`` through ``transform`` (a BPDA op
+    such as :func:`llt_transform`, or any differentiable TensorFlow function), projecting
+    onto ``[-eps, eps]`` and the image box after each. ``low_resolution=k`` optimises the
+    perturbation on a ``k x k`` grid, bilinearly upsampled to the image (a low-frequency
+    attack; upsampling keeps the L-inf budget). Every prediction the attack sees is the
+    transformed system's, so the bookkeeping is exact: an image counts as broken at the
+    first (restart, step) at which ``success[y, prediction]`` holds (default: any wrong
+    class), and its adversarial image is the one of that moment.
+
+    Returns ``(x_adv, first)``: ``first[i] = restart * (steps + 1) + step`` of the first
+    success of image ``i`` (``step`` 0 is the start, ``steps`` the last iterate), or -1.
+
+    Shape:
+        - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; y, target: ``(N,)`` int; success ``(C, C)`` bool.
+    """
+    tf = _tf()
+    if loss not in PGD_LOSSES:
+        raise SkinlibError(f"loss: {loss!r} is not one of {', '.join(PGD_LOSSES)}")
+    shape = tuple(int(s) for s in x.shape[1:])
+    low = None if low_resolution is None else (int(low_resolution), int(low_resolution))
+    runner = _pgd_step(model, shape, low, transform, loss)
+    n = len(x)
+    y64 = np.asarray(y, np.int64)
+    t64 = y64 if target is None else np.asarray(target, np.int64)
+    ok = ~np.eye(NUM_CLASSES, dtype=bool) if success is None else np.asarray(success, bool)
+    rng = np.random.default_rng(seed)
+    x_adv = np.array(x, np.float32, copy=True)
+    first = np.full(n, -1, np.int64)
+    alpha, budget = tf.constant(float(step_size)), tf.constant(float(eps))
+    for r in range(restarts):
+        for i in range(0, n, batch_size):
+            xb = np.asarray(x[i:i + batch_size], np.float32)
+            yb, tb = y64[i:i + batch_size], t64[i:i + batch_size]
+            todo = first[i:i + batch_size] < 0
+            if not todo.any():
+                continue
+            d0 = rng.uniform(-eps, eps, (len(xb),) + runner.dshape).astype(np.float32) if random_start \
+                else np.zeros((len(xb),) + runner.dshape, np.float32)
+            d = tf.constant(d0)
+            for t in range(steps + 1):
+                if t < steps:
+                    new, pred = runner.step(xb, d, yb, tb, alpha, budget)
+                else:
+                    new, pred = None, runner.predict(xb, d)
+                hit = ok[yb, pred.numpy()] & (first[i:i + batch_size] < 0)
+                if hit.any() or (t == steps and r == restarts - 1):
+                    adv = np.clip(xb + runner.upsample(d).numpy(), 0.0, 1.0)
+                    keep = hit | ((t == steps) & (r == restarts - 1) & (first[i:i + batch_size] < 0))
+                    x_adv[i:i + batch_size][keep] = adv[keep]
+                    first[i:i + batch_size][hit] = r * (steps + 1) + t
+                if new is not None:
+                    d = new
+    return x_adv, first
+
+
+def pgd_last_iterate(model: Any, x: np.ndarray, y: np.ndarray, *, eps: float, steps: int, step_size: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """PGD's last iterate from a uniform random start (Madry et al.'s inner maximisation, for training).
+
+    Unlike :func:`iterated_attack` it keeps climbing after an image is misclassified
+    (adversarial training wants the strongest example, not the first one that works).
+
+    Shape:
+        - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; y ``(N,)``; output like x.
+    """
+    tf = _tf()
+    runner = _pgd_step(model, tuple(int(s) for s in x.shape[1:]), None, None, "ce")
+    xb = np.asarray(x, np.float32)
+    yb = np.asarray(y, np.int64)
+    d = tf.constant(rng.uniform(-eps, eps, xb.shape).astype(np.float32))
+    alpha, budget = tf.constant(float(step_size)), tf.constant(float(eps))
+    for _ in range(steps):
+        d, _ = runner.step(xb, d, yb, yb, alpha, budget)
+    return np.clip(xb + d.numpy(), 0.0, 1.0)
+
+
+def resize_images(x: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of a batch to ``size x size`` (how the low-frequency attack upsamples).
+
+    Shape:
+        - x: ``(N, h, w, C)``; output ``(N, size, size, C)`` float32.
+    """
+    return _tf().image.resize(np.asarray(x, np.float32), (size, size), method="bilinear").numpy()

@@ -33,7 +33,8 @@ def _ce(model, x, y):
 
 
 def test_registry_lists_design_names():
-    assert set(attacks.ATTACKS) == {"fgsm", "pgd", "random", "uap_art", "uap_fast"}
+    assert set(attacks.ATTACKS) == {"fgsm", "pgd", "random", "uap_art", "uap_fast", "apgd_ce", "apgd_dlr",
+                                    "pgd_lowfreq", "pgd_codec", "square", "pgd_targeted", "worst_case"}
     for name, info in attacks.ATTACKS.items():
         assert info.name == name and callable(info.function) and info.description
     assert attacks.ATTACKS["uap_fast"].universal and not attacks.ATTACKS["fgsm"].universal

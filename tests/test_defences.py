@@ -53,7 +53,7 @@ def flat_model():
 
 
 def test_registry_lists_design_names():
-    assert set(defences.DEFENCES) == {"retraining", "llt", "retraining+llt"}
+    assert set(defences.DEFENCES) == {"retraining", "llt", "retraining+llt", "pgd_at"}
     assert defences.DEFENCES["llt"].preprocessor and not defences.DEFENCES["llt"].retrains
     assert defences.DEFENCES["retraining+llt"].preprocessor and defences.DEFENCES["retraining+llt"].retrains
     with pytest.raises(SkinlibError, match="unknown defence"):

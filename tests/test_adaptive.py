@@ -1,0 +1,211 @@
+"""Adaptive attacks: compiled PGD through the LLT (BPDA), its variants, APGD, Square, masking checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skinlib import attacks, defences, tf_backend
+from skinlib.errors import SkinlibError
+
+S = 16
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A position-sensitive toy model (Flatten): accurate, yet small perturbations flip it."""
+    import keras
+
+    x, y = tf_backend.toy_data(400, S, seed=0)
+    xt, yt = tf_backend.toy_data(160, S, seed=1)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((S, S, 3))
+    h = keras.layers.Rescaling(4.0, -2.0)(inp)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(32, activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Dense(7)(h))
+    model.compile(keras.optimizers.Adam(0.002), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    xt = np.rint(xt * 255) / 255  # 8-bit images, as the real data
+    assert np.mean(tf_backend.predict_labels(model, xt) == yt) > 0.7
+    return model, xt.astype(np.float32), yt
+
+
+def _accuracy(system, x, y) -> float:
+    return float(np.mean(tf_backend.predict_labels(system, x) == y))
+
+
+def test_registry_has_the_adaptive_attacks_of_design():
+    assert {"apgd_ce", "apgd_dlr", "pgd_lowfreq", "pgd_codec", "square", "pgd_targeted", "worst_case"} \
+        <= set(attacks.ATTACKS)
+    for name in ("pgd", "pgd_lowfreq", "pgd_codec", "square", "apgd_ce"):
+        assert attacks.ATTACKS[name].paper.startswith("https://")
+
+
+def test_straight_through_llt_forward_is_apply_llt(problem):
+    import tensorflow as tf
+
+    _, xt, _ = problem
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal")
+    for gradient, gains in (("identity", None), ("codec", np.full((8, 8, 3), 0.5, np.float32))):
+        out = llt.tf_transform(gradient, gains)(tf.constant(xt[:20])).numpy()
+        np.testing.assert_array_equal(out, defences.apply_llt(xt[:20], 75, "horizontal"))
+
+
+def test_straight_through_gradient_is_the_flip(problem):
+    import tensorflow as tf
+
+    _, xt, _ = problem
+    op = defences.LowLevelTransformation(quality=75, flip="horizontal").tf_transform()
+    x = tf.constant(xt[:4])
+    w = tf.constant(np.random.default_rng(0).normal(size=xt[:4].shape).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = tf.reduce_sum(op(x) * w)
+    np.testing.assert_allclose(tape.gradient(value, x).numpy(), w.numpy()[:, :, ::-1], atol=1e-6)
+
+
+def test_pgd_bpda_through_llt_beats_fgsm_bpda_and_keeps_the_budget(problem):
+    model, xt, yt = problem
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal")
+    defended = tf_backend.art_classifier(model, preprocessing_defences=[llt])
+    eps = 4 / 255
+    x_fgsm = attacks.fgsm(defended, xt, yt, [eps])[eps]
+    x_pgd = attacks.pgd(defended, xt, yt, [eps], steps=20, step_size=eps / 4, seed=0)[eps]
+    acc_fgsm, acc_pgd = _accuracy(defended, x_fgsm, yt), _accuracy(defended, x_pgd, yt)
+    assert acc_pgd <= acc_fgsm, (acc_pgd, acc_fgsm)
+    assert acc_pgd < _accuracy(defended, xt, yt) - 0.2
+    assert np.abs(x_pgd - xt).max() <= eps + 1e-6
+    assert x_pgd.min() >= 0.0 and x_pgd.max() <= 1.0
+
+
+def test_pgd_bookkeeping_matches_a_fresh_prediction_and_curves_are_monotone(problem):
+    model, xt, yt = problem
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal")
+    defended = tf_backend.art_classifier(model, preprocessing_defences=[llt])
+    eps, trace = 2 / 255, {}
+    x_adv = attacks.pgd(defended, xt, yt, [eps], steps=8, restarts=2, seed=1, trace=trace)[eps]
+    first = trace[eps]["first"]
+    # an image recorded as broken is misclassified by the real defended system, and vice versa
+    np.testing.assert_array_equal(first >= 0, tf_backend.predict_labels(defended, x_adv) != yt)
+    curve = attacks.accuracy_by_step(first, 8, 2, np.ones(len(yt), bool))
+    assert curve.shape == (2, 9)
+    flat = curve.ravel()
+    assert np.all(np.diff(flat) <= 1e-12)
+    assert flat[-1] == pytest.approx(_accuracy(defended, x_adv, yt))
+
+
+def test_pgd_is_seeded(problem):
+    model, xt, yt = problem
+    a = attacks.pgd(model, xt, yt, [4 / 255], steps=3, seed=7)[4 / 255]
+    b = attacks.pgd(model, xt, yt, [4 / 255], steps=3, seed=7)[4 / 255]
+    c = attacks.pgd(model, xt, yt, [4 / 255], steps=3, seed=8)[4 / 255]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_our_pgd_matches_art_pgd(problem):
+    """Same eps, steps and step size: the compiled PGD is as strong as ART's (within a few images)."""
+    model, xt, yt = problem
+    eps = 2 / 255
+    ours = _accuracy(model, attacks.pgd(model, xt, yt, [eps], steps=10, seed=0)[eps], yt)
+    art = _accuracy(model, attacks.pgd_art(tf_backend.art_classifier(model), xt, yt, [eps], steps=10, seed=0)[eps], yt)
+    assert abs(ours - art) <= 0.04, (ours, art)
+
+
+def test_masking_check_tells_a_zero_gradient_step_from_a_robust_model(problem):
+    """Behind 8-bit rounding (gradient zero almost everywhere) plain-gradient PGD fails; BPDA and Square succeed."""
+    import tensorflow as tf
+
+    from art.defences.preprocessor import Preprocessor
+
+    model, xt, yt = problem
+    eps = 8 / 255
+
+    def rounding(z):
+        return np.rint(np.clip(z, 0, 1) * 255) / 255
+
+    class Rounding(Preprocessor):
+        def __init__(self):
+            super().__init__(is_fitted=True, apply_fit=False, apply_predict=True)
+
+        def __call__(self, x, y=None):
+            return rounding(x).astype(np.float32), y
+
+        def estimate_gradient(self, x, grad):
+            return grad
+
+    defended = tf_backend.art_classifier(model, preprocessing_defences=[Rounding()])
+    clean = _accuracy(defended, xt, yt)
+    # plain gradient through tf.round: zero gradient, so PGD (no random start) cannot move
+    x_exact, first = tf_backend.iterated_attack(model, xt, yt, eps=eps, steps=10, step_size=eps / 4,
+                                                transform=lambda z: tf.round(z * 255.0) / 255.0,
+                                                random_start=False)
+    bpda = attacks.pgd(model, xt, yt, [eps], steps=10, seed=0, through=tf_backend.straight_through(rounding))[eps]
+    sq = attacks.square(defended, xt, yt, [eps], queries=300, seed=0)[eps]
+    acc_exact, acc_bpda, acc_square = (_accuracy(defended, a, yt) for a in (x_exact, bpda, sq))
+    assert acc_exact == pytest.approx(clean)
+    assert acc_bpda < clean - 0.3 and acc_square < clean - 0.3, (clean, acc_exact, acc_bpda, acc_square)
+
+
+def test_lowfreq_perturbation_is_smooth_and_within_budget(problem):
+    model, xt, yt = problem
+    eps = 4 / 255
+    adv = attacks.pgd_lowfreq(model, xt, yt, [eps], factor=4, steps=10, seed=0)[eps]
+    d = adv - xt
+    assert np.abs(d).max() <= eps + 1e-6
+    inner = (xt > eps) & (xt < 1 - eps)  # away from the box's edges no clipping alters the upsampled field
+    rough = np.abs(np.diff(d, axis=2))[inner[:, :, 1:]].mean()
+    assert rough < 0.5 * eps
+    assert _accuracy(model, adv, yt) < _accuracy(model, xt, yt)
+    with pytest.raises(SkinlibError, match="factor"):
+        attacks.pgd_lowfreq(model, xt, yt, [eps], factor=0)
+
+
+def test_codec_gains_track_webp_better_than_the_identity():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    smooth = tf.image.resize(rng.uniform(0.2, 0.8, (80, 4, 4, 3)), (32, 32), method="bicubic").numpy()
+    x = (np.rint(np.clip(smooth, 0, 1) * 255) / 255).astype(np.float32)  # smooth 8-bit images, as lesions are
+    llt = defences.LowLevelTransformation(quality=75, flip="none")
+    gains = tf_backend.fit_codec_gains(llt.codec, x[:40], eps=8 / 255, seed=0)
+    assert gains.shape == (8, 8, 3) and gains[0, 0, 0] > gains[7, 7, 0]
+    d = (np.clip(x[40:] + 8 / 255 * rng.choice([-1.0, 1.0], x[40:].shape), 0, 1) - x[40:]).astype(np.float32)
+    fid = tf_backend.codec_fidelity(llt.codec, x[40:], d, gains)
+    assert fid["r2_standin"] > fid["r2_identity"], fid
+    np.testing.assert_allclose(np.asarray(tf_backend.codec_response(d, np.ones((8, 8, 3)))), d, atol=1e-5)
+
+
+def test_targeted_attack_only_touches_malignant_images_and_counts_benign_predictions(problem):
+    model, xt, yt = problem
+    eps, trace = 8 / 255, {}
+    adv = attacks.pgd_targeted(model, xt, yt, [eps], steps=10, seed=0, trace=trace)[eps]
+    ok = attacks.malignant_to_benign()
+    malignant = ok.any(axis=1)[yt]
+    np.testing.assert_array_equal(adv[~malignant], xt[~malignant])
+    pred = tf_backend.predict_labels(model, adv)
+    broken = trace[eps]["first"] >= 0
+    np.testing.assert_array_equal(broken, malignant & ok[yt, pred])
+    assert ok[4, 5] and not ok[5, 4] and not ok[4, 0]  # mel -> nv counts; nv -> mel and mel -> akiec do not
+
+
+def test_apgd_losses_run_through_the_llt(problem):
+    model, xt, yt = problem
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal")
+    defended = tf_backend.art_classifier(model, preprocessing_defences=[llt])
+    eps = 4 / 255
+    clean = _accuracy(defended, xt[:60], yt[:60])
+    for loss in ("ce", "dlr"):
+        adv = attacks.apgd(defended, xt[:60], yt[:60], [eps], loss=loss, steps=10, seed=0)[eps]
+        assert np.abs(adv - xt[:60]).max() <= eps + 1e-6
+        assert _accuracy(defended, adv, yt[:60]) < clean - 0.2
+
+
+def test_worst_case_takes_any_wrong_prediction():
+    y = np.array([0, 1, 2, 3])
+    pred, by = attacks.worst_case(y, {"a": np.array([0, 2, 2, 3]), "b": np.array([1, 1, 2, 0])})
+    np.testing.assert_array_equal(pred != y, [True, True, False, True])
+    assert list(by) == ["b", "a", "", "b"]
+    with pytest.raises(SkinlibError):
+        attacks.worst_case(y, {"a": np.zeros(3)})
