@@ -14,6 +14,7 @@ from skinlib.results import (
     COLUMNS,
     atomic_write_bytes,
     atomic_write_text,
+    difference_metric,
     metric_rows,
     read_results,
     write_results,
@@ -74,6 +75,12 @@ def test_roundtrip_and_exact_bytes(tmp_path):
         (_row(ci_low="0.3"), "'ci_low' must be a finite number"),
         (_row(metric=""), "'metric' is empty"),
         (_row(param=0.05), "'param' must be text"),
+        (_row(metric="fooling_rate"), "unknown metric 'fooling_rate'"),
+        (_row(metric="accurcy_vs_clean"), "'accurcy' is no known metric"),
+        (_row(metric="accuracy_vs_Undefended"), "reference 'Undefended' is not a plain word"),
+        (_row(metric="accuracy_vs_retraining+llt"), "reference 'retraining\\+llt' is not a plain word"),
+        (_row(metric="accuracy_vs_"), "reference '' is not a plain word"),
+        (_row(metric="accuracy_vs_llt_vs_clean"), "'accuracy_vs_llt' is no known metric"),
     ],
 )
 def test_validation_errors_leave_previous_file(tmp_path, row, message):
@@ -165,3 +172,23 @@ def test_read_results_errors(tmp_path):
     bad.write_text(bad.read_text().replace("half", "0.5").replace("greybox", "redbox"))
     with pytest.raises(SkinlibError, match="unknown setting 'redbox'"):
         read_results(bad)
+
+
+def test_difference_metrics_roundtrip(tmp_path):
+    names = ["accuracy_vs_undefended", "fnr_vs_clean", "recall_akiec_vs_retraining_llt", "flip_rate_vs_noise"]
+    assert [difference_metric(*n.split("_vs_")) for n in names] == names
+    rows = [_row(metric=n, grouping="clinical" if n.startswith("fnr") else "", value=-0.25, ci_low=-0.5,
+                 ci_high=0.0) for n in names]
+    path = tmp_path / "diff.csv"
+    write_results(path, rows)
+    df = read_results(path)
+    assert list(df["metric"]) == names and list(df["value"]) == [-0.25] * 4
+
+
+@pytest.mark.parametrize("metric, reference, key", [
+    ("fooling_rate", "clean", "metric"), ("accuracy", "Clean", "reference"), ("accuracy", "llt_vs_x", "reference"),
+    ("accuracy", "", "reference"), ("accuracy", "retraining+llt", "reference"), ("accuracy", 3, "reference"),
+])
+def test_difference_metric_rejects_bad_names(metric, reference, key):
+    with pytest.raises(SkinlibError, match=f"^{key}: "):
+        difference_metric(metric, reference)
