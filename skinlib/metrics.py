@@ -247,11 +247,16 @@ def _cluster_counts(draws: np.ndarray, n_clusters: int) -> np.ndarray:
     return np.bincount(code, minlength=b * n_clusters).reshape(n_clusters, b).astype(np.float64)
 
 
-def _cluster_index(draws: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
-    """Image indices of the drawn clusters, concatenated (a cluster's images together)."""
+def _cluster_members(codes: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images sorted by cluster, and each cluster's start in that order and size."""
     order = np.argsort(codes, kind="stable")
     sizes = np.bincount(codes, minlength=n_clusters)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return order, np.cumsum(sizes) - sizes, sizes
+
+
+def _cluster_index(draws: np.ndarray, members: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Image indices of the drawn clusters ``(L,)``, concatenated (a cluster's images together)."""
+    order, starts, sizes = members
     take = sizes[draws]
     offsets = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)
     return order[np.repeat(starts[draws], take) + offsets]
@@ -309,10 +314,11 @@ def bootstrap_ci(
     codes, n_clusters = _cluster_codes(groups, n)
     if n_boot == 0 or n == 0:
         return (float("nan"), float("nan"))
+    members = None if groups is None else _cluster_members(codes, n_clusters)
     samples = []
     for chunk in _resample_chunks(n_clusters, n_boot, seed):
         for draws in chunk:
-            idx = draws if groups is None else _cluster_index(draws, codes, n_clusters)
+            idx = draws if members is None else _cluster_index(draws, members)
             samples.append(fn(*(a[idx] for a in arrs)))
     return _interval(np.asarray(samples, dtype=np.float64), alpha)
 
