@@ -19,6 +19,7 @@ import numpy as np
 from skinlib import data as data_module
 from skinlib import split as split_module
 from skinlib.data import Dataset, load_dataset
+from skinlib.errors import SkinlibError
 from skinlib.paths import cache_root, results_dir as default_results_dir
 from skinlib.profiles import Profile, load_profile
 from skinlib.steps import StepCache
@@ -118,18 +119,79 @@ class Run:
         return mods
 
     # -- results ---------------------------------------------------------------------------
+    def test_groups(self, index: Optional[np.ndarray] = None) -> np.ndarray:
+        """Lesion id of each test image, in the order of ``x("test")`` and ``y("test")``;
+        ``index`` (into the test split) selects a subset."""
+        groups = self.dataset.lesion_ids[self.splits["test"]]
+        return groups if index is None else groups[np.asarray(index)]
+
+    def _test_groups_for(self, y_true: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:
+        """The lesion ids the bootstrap resamples for test labels ``y_true``.
+
+        Without ``groups``, ``y_true`` must be the test split's labels (evaluation is on the
+        test split); a caller scoring a subset passes ``groups=run.test_groups(subset)``.
+        """
+        y = np.asarray(y_true)
+        if groups is not None:
+            g = np.asarray(groups)
+            if g.shape != y.shape:
+                raise SkinlibError(f"groups: {g.size} lesion ids for {y.size} labels")
+            return g
+        test = self.y("test")
+        if y.shape != test.shape or not np.array_equal(y, test):
+            raise SkinlibError(f"y_true: {y.size} labels that are not the test split's {test.size}; predictions "
+                               "are scored on the test split (for a subset pass groups=run.test_groups(subset))")
+        return self.test_groups()
+
     def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray, *, experiment: str, model: str,
                  attack: str = "none", defence: str = "none", setting: str = "clean", param: str = "",
-                 y_pred_clean: Optional[np.ndarray] = None) -> list[dict[str, Any]]:
-        """Every metric of DESIGN.md for one case, as tidy rows (also kept in ``self.rows``)."""
+                 y_pred_clean: Optional[np.ndarray] = None, groups: Optional[np.ndarray] = None,
+                 ) -> list[dict[str, Any]]:
+        """Every metric of DESIGN.md for one case, as tidy rows (also kept in ``self.rows``).
+
+        Intervals resample the test split's lesions (:meth:`test_groups`); ``groups``
+        replaces them when ``y_true`` is a subset of the test split.
+        """
         from skinlib.metrics import evaluate
         from skinlib.results import metric_rows
 
         rows = metric_rows(
             evaluate(y_true, y_pred, y_pred_clean=y_pred_clean, n_boot=self.profile.bootstrap,
-                     seed=self.profile.seed),
+                     seed=self.profile.seed, groups=self._test_groups_for(y_true, groups)),
             profile=self.profile.name, experiment=experiment, model=model, attack=attack, defence=defence,
             setting=setting, param=param)
+        self.rows.extend(rows)
+        return rows
+
+    def compare(self, y_true: np.ndarray, pred: np.ndarray, reference_pred: np.ndarray, *, experiment: str,
+                model: str, attack: str = "none", defence: str = "none", setting: str = "clean", param: str = "",
+                reference: str, y_pred_clean: Optional[np.ndarray] = None,
+                y_pred_clean_reference: Optional[np.ndarray] = None, groups: Optional[np.ndarray] = None,
+                ) -> list[dict[str, Any]]:
+        """This system minus a reference on the same test images, as tidy rows (kept in ``self.rows``).
+
+        One row per metric of :meth:`evaluate`, named ``<metric>_vs_<reference>``
+        (``accuracy_vs_undefended``, ``fnr_vs_clean`` with its grouping); ``value`` is
+        this system's value minus the reference's, ``ci_low``/``ci_high`` the paired
+        interval from the same lesion resamples applied to both (and the same resamples
+        as their own :meth:`evaluate` rows). ``error_rate_vs_<reference>`` and
+        ``flip_rate_vs_<reference>`` come when both clean prediction sets are given. The
+        context columns describe this system (``pred``).
+        """
+        from skinlib.metrics import paired_difference
+        from skinlib.results import difference_metric, metric_rows
+
+        difference_metric("accuracy", reference)  # a bad reference fails before any work
+        diffs = paired_difference(y_true, pred, reference_pred, groups=self._test_groups_for(y_true, groups),
+                                  n_boot=self.profile.bootstrap, seed=self.profile.seed,
+                                  y_pred_clean_a=y_pred_clean, y_pred_clean_b=y_pred_clean_reference)
+        evaluation = []
+        for key, (value, lo, hi) in diffs.items():
+            grouping, _, metric = key.rpartition(":")
+            evaluation.append({"grouping": grouping, "metric": difference_metric(metric, reference),
+                               "value": value, "ci_low": lo, "ci_high": hi})
+        rows = metric_rows(evaluation, profile=self.profile.name, experiment=experiment, model=model,
+                           attack=attack, defence=defence, setting=setting, param=param)
         self.rows.extend(rows)
         return rows
 

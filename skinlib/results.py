@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import uuid
 from numbers import Integral, Real
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from skinlib.errors import SkinlibError
+from skinlib.metrics import ATTACK_METRICS, HEALTH_METRICS, MODEL_METRICS
 
 COLUMNS: list[str] = [
     "profile", "experiment", "model", "attack", "defence", "setting",
@@ -39,6 +41,10 @@ EXPERIMENTS: tuple[str, ...] = (
 )
 SETTINGS: tuple[str, ...] = ("clean", "greybox", "whitebox", "transfer")
 RESULT_GROUPINGS: tuple[str, ...] = ("", "clinical", "thesis")
+#: The metrics of DESIGN.md. A difference between two systems (this one minus a
+#: reference, paired interval) is ``<metric>_vs_<reference>``, reference a word of [a-z_].
+RESULT_METRICS: tuple[str, ...] = MODEL_METRICS + HEALTH_METRICS + ATTACK_METRICS
+_REFERENCE = re.compile(r"[a-z][a-z_]*")
 FLOAT_FORMAT = "%.6f"
 
 
@@ -136,6 +142,35 @@ def metric_rows(
     return out
 
 
+def difference_metric(metric: str, reference: str) -> str:
+    """The ``metric`` column of a paired difference: ``<metric>_vs_<reference>``.
+
+    Examples:
+        >>> difference_metric("accuracy", "undefended")
+        'accuracy_vs_undefended'
+    """
+    if metric not in RESULT_METRICS:
+        raise SkinlibError(f"metric: unknown metric {metric!r}; valid: {', '.join(RESULT_METRICS)}")
+    name = f"{metric}_vs_{reference}"
+    if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference) or _metric_problem(name):
+        raise SkinlibError(f"reference: expected a plain word of a-z and _ (such as 'undefended'), got {reference!r}")
+    return name
+
+
+def _metric_problem(name: str) -> str | None:
+    """Why ``name`` is no valid ``metric`` column value (None when it is valid)."""
+    if name in RESULT_METRICS:
+        return None
+    base, sep, reference = name.rpartition("_vs_")  # the last "_vs_": references hold none
+    if not sep:
+        return f"unknown metric {name!r}; valid: {', '.join(RESULT_METRICS)}, or <metric>_vs_<reference>"
+    if base not in RESULT_METRICS:
+        return f"difference metric {name!r}: {base!r} is no known metric"
+    if not _REFERENCE.fullmatch(reference):
+        return f"difference metric {name!r}: reference {reference!r} is not a plain word of a-z and _"
+    return None
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
@@ -163,6 +198,9 @@ def _validate_rows(rows: list[dict[str, Any]], origin: str) -> None:
             raise SkinlibError(f"{where}: unknown experiment {row['experiment']!r}; valid: {', '.join(EXPERIMENTS)}")
         if row["setting"] not in SETTINGS:
             raise SkinlibError(f"{where}: unknown setting {row['setting']!r}; valid: {', '.join(SETTINGS)}")
+        problem = _metric_problem(row["metric"])
+        if problem:
+            raise SkinlibError(f"{where}: {problem}")
         if row["grouping"] not in RESULT_GROUPINGS:
             raise SkinlibError(f"{where}: unknown grouping {row['grouping']!r}; valid: '', clinical, thesis")
         for c in NUMERIC_COLUMNS:
@@ -184,7 +222,8 @@ def write_results(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """Validate ``rows`` and write them as a tidy CSV at ``path``, atomically.
 
     Checks: exactly the columns of :data:`COLUMNS`, a known experiment id, setting
-    ``clean``/``greybox``/``whitebox``, grouping ``""``/``clinical``/``thesis``, and
+    ``clean``/``greybox``/``whitebox``, grouping ``""``/``clinical``/``thesis``, a metric
+    of :data:`RESULT_METRICS` or a difference ``<metric>_vs_<reference>``, and
     ``value``/``ci_low``/``ci_high`` finite or NaN. Floats are written as ``%.6f`` (NaN
     as an empty field), so the same rows always give the same bytes. Nothing is
     written (and a previous file stays as it was) when validation or writing fails.

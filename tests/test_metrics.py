@@ -13,10 +13,12 @@ from skinlib.metrics import (
     attack_metrics,
     bootstrap_ci,
     confusion,
+    difference_key,
     evaluate,
     health_confusion,
     health_metrics,
     model_metrics,
+    paired_difference,
 )
 
 # Worked example: 3 of the 7 classes occur in y_true: akiec (0), mel (4), nv (5).
@@ -195,3 +197,193 @@ def test_evaluate_is_fast_enough():
     start = time.perf_counter()
     evaluate(y, p, y_pred_clean=clean, n_boot=1000, seed=0)
     assert time.perf_counter() - start < 2.0  # measured ~0.03 s
+
+
+# --------------------------------------------------------------------------- lesion bootstrap
+
+
+def _lesion_data(n_lesions: int, seed: int, acc: float = 0.7):
+    """Lesions of 1-5 images each; every image of a lesion has the lesion's class and is
+    right or wrong together (the extreme of correlated images). Ids are strings, shuffled."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 6, n_lesions)
+    lesion_class = rng.choice(7, size=n_lesions, p=[0.1, 0.1, 0.15, 0.05, 0.15, 0.4, 0.05])
+    lesion_right = rng.random(n_lesions) < acc
+    lesion_wrong_to = (lesion_class + rng.integers(1, 7, n_lesions)) % 7
+    lesion = np.repeat(np.arange(n_lesions), sizes)
+    y = lesion_class[lesion]
+    p = np.where(lesion_right[lesion], y, lesion_wrong_to[lesion])
+    order = rng.permutation(lesion.size)
+    ids = np.array([f"L{i:05d}" for i in rng.permutation(n_lesions)])[lesion]
+    return y[order], p[order], ids[order]
+
+
+def _slow_lesion_intervals(y, p, groups, n_boot, seed, metrics, clean=None, alpha=0.05):
+    """Reference: draw lesions, concatenate the drawn lesions' images, score them one by one."""
+    lesions = np.unique(groups)  # the sorted order the bootstrap numbers lesions in
+    members = [np.flatnonzero(groups == lesion) for lesion in lesions]
+    assert n_boot * lesions.size <= 4_000_000  # one chunk: the same stream of draws
+    draws = np.random.default_rng(seed).integers(0, lesions.size, size=(n_boot, lesions.size))
+    samples = {m: [] for m in metrics}
+    for row in draws:
+        idx = np.concatenate([members[k] for k in row])
+        for m, fn in metrics.items():
+            samples[m].append(fn(y[idx], p[idx], None if clean is None else clean[idx]))
+    out = {}
+    for m, s in samples.items():
+        s = np.asarray(s, dtype=float)
+        out[m] = tuple(np.quantile(s[~np.isnan(s)], [alpha / 2, 1 - alpha / 2]))
+    return out
+
+
+_REFERENCE_METRICS = {
+    "accuracy": lambda t, q, c: model_metrics(t, q)["accuracy"],
+    "macro_recall": lambda t, q, c: model_metrics(t, q)["macro_recall"],
+    "recall_df": lambda t, q, c: model_metrics(t, q)["recall_df"],
+    "clinical:fnr": lambda t, q, c: health_metrics(t, q, "clinical")["fnr"],
+    "thesis:health_specificity": lambda t, q, c: health_metrics(t, q, "thesis")["health_specificity"],
+    "flip_rate": lambda t, q, c: attack_metrics(t, c, q)["flip_rate"],
+}
+
+
+def test_lesion_bootstrap_keeps_a_lesions_images_together():
+    y, p, groups = _lesion_data(120, seed=5)
+    rng = np.random.default_rng(6)
+    clean = np.where(rng.random(y.size) < 0.8, y, p)
+    rows = evaluate(y, p, y_pred_clean=clean, n_boot=200, seed=7, groups=groups)
+    by_key = {difference_key(r["grouping"], r["metric"]): r for r in rows}
+    # the vectorised weighted counts equal scoring the concatenated lesions, metric by metric
+    slow = _slow_lesion_intervals(y, p, groups, 200, 7, _REFERENCE_METRICS, clean=clean)
+    for m, (lo, hi) in slow.items():
+        assert (by_key[m]["ci_low"], by_key[m]["ci_high"]) == pytest.approx((lo, hi), abs=1e-12), m
+    # so does the generic bootstrap_ci with the same groups
+    assert bootstrap_ci(_accuracy, [y, p], 200, seed=7, groups=groups) == pytest.approx(slow["accuracy"], abs=1e-12)
+    # images of one lesion are right or wrong together: resampling images understates the
+    # uncertainty, by about sqrt(mean images per lesion x design effect) here
+    image = {r["metric"]: r for r in evaluate(y, p, n_boot=200, seed=7) if r["grouping"] == ""}
+    lesion_width = by_key["accuracy"]["ci_high"] - by_key["accuracy"]["ci_low"]
+    image_width = image["accuracy"]["ci_high"] - image["accuracy"]["ci_low"]
+    assert lesion_width > 1.4 * image_width
+    for r in rows:
+        if not math.isnan(r["value"]):
+            assert r["ci_low"] <= r["value"] <= r["ci_high"], r
+
+
+def test_one_image_per_lesion_is_the_image_bootstrap():
+    y, p = _noisy(600, 8)
+    _, clean = _noisy(600, 8, acc=0.9)
+    image = evaluate(y, p, y_pred_clean=clean, n_boot=400, seed=2)
+    # lesions numbered in image order: the very same draws, so the very same intervals
+    # (two implementations: image index arrays, and per-lesion weighted counts)
+    same = evaluate(y, p, y_pred_clean=clean, n_boot=400, seed=2, groups=np.arange(600))
+    for a, b in zip(image, same):
+        assert (a["grouping"], a["metric"]) == (b["grouping"], b["metric"])
+        assert (a["value"], a["ci_low"], a["ci_high"]) == pytest.approx((b["value"], b["ci_low"], b["ci_high"]),
+                                                                        nan_ok=True, abs=1e-12), a["metric"]
+    # shuffled string ids: other draws of the same distribution
+    ids = np.array([f"ISIC_{i:07d}" for i in np.random.default_rng(3).permutation(600)])
+    shuffled = {r["metric"]: r for r in evaluate(y, p, n_boot=2000, seed=4, groups=ids) if r["grouping"] == ""}
+    plain = {r["metric"]: r for r in evaluate(y, p, n_boot=2000, seed=4) if r["grouping"] == ""}
+    for m in ("accuracy", "macro_recall"):
+        assert shuffled[m]["ci_low"] == pytest.approx(plain[m]["ci_low"], abs=0.012), m
+        assert shuffled[m]["ci_high"] == pytest.approx(plain[m]["ci_high"], abs=0.012), m
+    assert any((shuffled[m]["ci_low"], shuffled[m]["ci_high"]) != (plain[m]["ci_low"], plain[m]["ci_high"])
+               for m in plain)  # other draws indeed
+
+
+def test_lesion_bootstrap_is_deterministic_and_fast_enough():
+    y, p, groups = _lesion_data(900, seed=9)
+    y, p, groups = y[:1252], p[:1252], groups[:1252]
+    _, clean = _noisy(y.size, 4, acc=0.9)
+    start = time.perf_counter()
+    rows = evaluate(y, p, y_pred_clean=clean, n_boot=1000, seed=0, groups=groups)
+    assert time.perf_counter() - start < 2.0  # measured ~0.03 s
+    assert rows == evaluate(y, p, y_pred_clean=clean, n_boot=1000, seed=0, groups=groups)
+    assert rows != evaluate(y, p, y_pred_clean=clean, n_boot=1000, seed=1, groups=groups)
+
+
+# --------------------------------------------------------------------------- paired differences
+
+
+def test_paired_difference_of_identical_predictions_is_exactly_zero():
+    y, p, groups = _lesion_data(200, seed=10)
+    _, clean = _noisy(y.size, 11, acc=0.9)
+    d = paired_difference(y, p, p, groups=groups, n_boot=300, seed=0, y_pred_clean_a=clean, y_pred_clean_b=clean)
+    expect = {difference_key(r["grouping"], r["metric"]) for r in evaluate(y, p, y_pred_clean=clean, n_boot=0)}
+    assert set(d) == expect and "clinical:fnr" in d and "thesis:npv" in d and "flip_rate" in d
+    for key, (value, lo, hi) in d.items():
+        assert (value, lo, hi) == (0.0, 0.0, 0.0), key
+
+
+def test_paired_difference_all_right_minus_all_wrong_is_one():
+    y, _, groups = _lesion_data(200, seed=12)
+    wrong = (y + 1) % 7
+    d = paired_difference(y, y, wrong, groups=groups, n_boot=300, seed=0, y_pred_clean_a=y, y_pred_clean_b=y)
+    assert d["accuracy"] == (1.0, 1.0, 1.0)
+    assert d["error_rate"] == (-1.0, -1.0, -1.0)
+    assert d["flip_rate"] == (-1.0, -1.0, -1.0)
+    assert d["macro_recall"] == (1.0, 1.0, 1.0)
+
+
+def test_paired_interval_matches_reference_and_beats_unpaired():
+    y, a, groups = _lesion_data(300, seed=13)
+    rng = np.random.default_rng(14)
+    b = np.where(rng.random(y.size) < 0.04, (a + 1) % 7, a)  # b: a with 4% of images changed
+    d = paired_difference(y, a, b, groups=groups, n_boot=400, seed=3)
+    slow_a = lambda t, q, c: float(np.mean(q == t))  # noqa: E731
+    ref = _slow_lesion_intervals(y, np.stack([a, b], axis=1), groups, 400, 3,
+                                 {"diff": lambda t, q, c: slow_a(t, q[:, 0], c) - slow_a(t, q[:, 1], c)})
+    assert d["accuracy"][1:] == pytest.approx(ref["diff"], abs=1e-12)
+    assert d["accuracy"][0] == pytest.approx(np.mean(a == y) - np.mean(b == y))
+    # unpaired: the two systems' own intervals combined as if independent
+    wa, wb = [(lambda r: r["ci_high"] - r["ci_low"])(next(r for r in evaluate(y, q, n_boot=400, seed=3, groups=groups)
+                                                        if r["metric"] == "accuracy")) for q in (a, b)]
+    paired_width = d["accuracy"][2] - d["accuracy"][1]
+    assert 0 < paired_width < 0.5 * math.hypot(wa, wb)
+
+
+def test_paired_difference_metric_subset_and_no_resamples():
+    y, p = _noisy(200, 15)
+    _, q = _noisy(200, 16)
+    d = paired_difference(y, p, q, n_boot=0, metrics=["accuracy", "clinical:sensitivity"])
+    assert list(d) == ["accuracy", "clinical:sensitivity"]
+    value, lo, hi = d["clinical:sensitivity"]
+    assert value == pytest.approx(health_metrics(y, p, "clinical")["sensitivity"]
+                                  - health_metrics(y, q, "clinical")["sensitivity"])
+    assert math.isnan(lo) and math.isnan(hi)
+
+
+_Y = np.array([0, 1, 5, 5])
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"y_pred_a": np.array([0, 1, 5])}, "y_pred_a"),
+        ({"y_pred_b": np.array([0, 1, 9, 5])}, "y_pred_b"),
+        ({"groups": np.array(["a", "b", "c"])}, "groups"),
+        ({"groups": np.array([["a", "b"], ["c", "d"]])}, "groups"),
+        ({"groups": np.array(["a", None, "b", "c"], dtype=object)}, "groups"),
+        ({"groups": np.array([1.0, np.nan, 2.0, 3.0])}, "groups"),
+        ({"y_pred_clean_a": _Y}, "y_pred_clean_b"),
+        ({"y_pred_clean_b": _Y}, "y_pred_clean_a"),
+        ({"y_pred_clean_a": _Y, "y_pred_clean_b": _Y[:2]}, "y_pred_clean_b"),
+        ({"metrics": ["accuracy", "sensitivity"]}, "metrics"),
+        ({"metrics": ["error_rate"]}, "metrics"),
+        ({"metrics": "accuracy"}, "metrics"),
+        ({"n_boot": -1}, "n_boot"),
+        ({"alpha": 1.5}, "alpha"),
+    ],
+)
+def test_paired_difference_bad_arguments_name_the_argument(kwargs, key):
+    args = {"y_pred_a": _Y, "y_pred_b": _Y, **kwargs}
+    with pytest.raises(SkinlibError, match=key) as err:
+        paired_difference(_Y, args.pop("y_pred_a"), args.pop("y_pred_b"), **{"n_boot": 10, **args})
+    assert "\n" not in str(err.value)
+
+
+def test_evaluate_and_bootstrap_ci_check_groups():
+    with pytest.raises(SkinlibError, match="groups: 3 lesion ids for 4 images"):
+        evaluate(_Y, _Y, n_boot=10, groups=["a", "b", "c"])
+    with pytest.raises(SkinlibError, match="groups"):
+        bootstrap_ci(_accuracy, [_Y, _Y], 10, seed=0, groups=["a", "b"])

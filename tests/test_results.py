@@ -14,6 +14,7 @@ from skinlib.results import (
     COLUMNS,
     atomic_write_bytes,
     atomic_write_text,
+    difference_metric,
     metric_rows,
     read_results,
     write_results,
@@ -74,6 +75,12 @@ def test_roundtrip_and_exact_bytes(tmp_path):
         (_row(ci_low="0.3"), "'ci_low' must be a finite number"),
         (_row(metric=""), "'metric' is empty"),
         (_row(param=0.05), "'param' must be text"),
+        (_row(metric="fooling_rate"), "unknown metric 'fooling_rate'"),
+        (_row(metric="accurcy_vs_clean"), "'accurcy' is no known metric"),
+        (_row(metric="accuracy_vs_Undefended"), "reference 'Undefended' is not a plain word"),
+        (_row(metric="accuracy_vs_retraining+llt"), "reference 'retraining\\+llt' is not a plain word"),
+        (_row(metric="accuracy_vs_"), "reference '' is not a plain word"),
+        (_row(metric="accuracy_vs_llt_vs_clean"), "'accuracy_vs_llt' is no known metric"),
     ],
 )
 def test_validation_errors_leave_previous_file(tmp_path, row, message):
@@ -165,3 +172,100 @@ def test_read_results_errors(tmp_path):
     bad.write_text(bad.read_text().replace("half", "0.5").replace("greybox", "redbox"))
     with pytest.raises(SkinlibError, match="unknown setting 'redbox'"):
         read_results(bad)
+
+
+def test_difference_metrics_roundtrip(tmp_path):
+    names = ["accuracy_vs_undefended", "fnr_vs_clean", "recall_akiec_vs_retraining_llt", "flip_rate_vs_noise"]
+    assert [difference_metric(*n.split("_vs_")) for n in names] == names
+    rows = [_row(metric=n, grouping="clinical" if n.startswith("fnr") else "", value=-0.25, ci_low=-0.5,
+                 ci_high=0.0) for n in names]
+    path = tmp_path / "diff.csv"
+    write_results(path, rows)
+    df = read_results(path)
+    assert list(df["metric"]) == names and list(df["value"]) == [-0.25] * 4
+
+
+@pytest.mark.parametrize("metric, reference, key", [
+    ("fooling_rate", "clean", "metric"), ("accuracy", "Clean", "reference"), ("accuracy", "llt_vs_x", "reference"),
+    ("accuracy", "", "reference"), ("accuracy", "retraining+llt", "reference"), ("accuracy", 3, "reference"),
+])
+def test_difference_metric_rejects_bad_names(metric, reference, key):
+    with pytest.raises(SkinlibError, match=f"^{key}: "):
+        difference_metric(metric, reference)
+
+
+# --------------------------------------------------------------------------- Run.evaluate / Run.compare
+
+
+def _run(tmp_path):
+    """A Run over a tiny hand-made dataset, test images of several images per lesion (no model,
+    and a stand-in profile with the three fields evaluate reads: loading one imports TensorFlow)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from skinlib.context import Run
+    from skinlib.data import Dataset
+    from skinlib.steps import StepCache
+
+    rng = np.random.default_rng(0)
+    n = 100
+    lesion = np.sort(rng.integers(0, 40, n))
+    labels = rng.integers(0, 7, 40)[lesion]
+    ds = Dataset(images=np.zeros((n, 2, 2, 3), np.uint8), labels=labels,
+                 lesion_ids=np.array([f"L{i:03d}" for i in lesion]), image_ids=np.array([f"I{i}" for i in range(n)]),
+                 source="synthetic")
+    test = np.flatnonzero(lesion % 5 < 3)
+    rest = np.flatnonzero(lesion % 5 >= 3)
+    splits = {"train": rest[: len(rest) // 2], "val": rest[len(rest) // 2:], "test": test}
+    profile = SimpleNamespace(name="smoke", seed=3, bootstrap=200)
+    return Run(profile=profile, results_dir=tmp_path, dataset=ds, splits=splits, cache=StepCache(tmp_path / "c"))
+
+
+def test_run_evaluate_resamples_the_test_lesions(tmp_path):
+    import numpy as np
+
+    run = _run(tmp_path)
+    y = run.y("test")
+    pred = np.where(np.arange(y.size) % 3 == 0, (y + 1) % 7, y)
+    rows = run.evaluate(y, pred, experiment="exp0_classifier", model="m")
+    expect = evaluate(y, pred, n_boot=200, seed=run.profile.seed, groups=run.test_groups())
+    assert [(r["metric"], r["ci_low"], r["ci_high"]) for r in rows] == [
+        (r["metric"], r["ci_low"], r["ci_high"]) for r in expect]
+    assert len(set(run.test_groups())) < y.size  # several images per lesion: a real cluster bootstrap
+    assert set(run.test_groups()) == set(run.dataset.lesion_ids[run.splits["test"]])
+    with pytest.raises(SkinlibError, match="^y_true: .*test split"):
+        run.evaluate(run.y("val"), run.y("val"), experiment="exp0_classifier", model="m")
+    with pytest.raises(SkinlibError, match="^groups: 3 lesion ids"):
+        run.evaluate(y, pred, experiment="exp0_classifier", model="m", groups=run.test_groups()[:3])
+    sub = np.arange(10)
+    run.evaluate(y[sub], pred[sub], experiment="exp0_classifier", model="m", groups=run.test_groups(sub))
+    assert len(run.rows) == 2 * len(rows)
+
+
+def test_run_compare_writes_paired_difference_rows(tmp_path):
+    import numpy as np
+
+    run = _run(tmp_path)
+    y = run.y("test")
+    undefended = np.where(np.arange(y.size) % 2 == 0, (y + 1) % 7, y)
+    defended = np.where(np.arange(y.size) % 4 == 0, (y + 1) % 7, y)
+    rows = run.compare(y, defended, undefended, experiment="exp3_2_llt", model="m", attack="fgsm",
+                       defence="llt", setting="whitebox", reference="undefended",
+                       y_pred_clean=y, y_pred_clean_reference=y)
+    by = {(r["grouping"], r["metric"]): r for r in rows}
+    acc = by[("", "accuracy_vs_undefended")]
+    assert acc["value"] == pytest.approx(np.mean(defended == y) - np.mean(undefended == y))
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert ("clinical", "fnr_vs_undefended") in by and ("thesis", "npv_vs_undefended") in by
+    assert by[("", "error_rate_vs_undefended")]["value"] == pytest.approx(-acc["value"])
+    assert {r["defence"] for r in rows} == {"llt"} and {r["setting"] for r in rows} == {"whitebox"}
+    # identical systems: every difference is exactly 0
+    same = run.compare(y, defended, defended, experiment="exp3_2_llt", model="m", defence="llt",
+                       reference="clean")
+    assert all((r["value"], r["ci_low"], r["ci_high"]) == (0.0, 0.0, 0.0) for r in same if not math.isnan(r["value"]))
+    df = run.save_results("exp3_2_llt")
+    assert len(df) == len(rows) + len(same) and df["metric"].str.contains("_vs_").all()
+    with pytest.raises(SkinlibError, match="^reference: "):
+        run.compare(y, defended, undefended, experiment="exp3_2_llt", model="m", reference="retraining+llt")
+    assert len(run.rows) == len(rows) + len(same)
