@@ -78,6 +78,13 @@ show_defence_confusions(run, outcomes, "exp3_1_retraining", "retraining")
 thesis_rows(run, results, ["4.7", "4.8", "4.9", "4.10"])
 
 # %% [markdown]
+# ## Against an adaptive attacker
+#
+# The white-box rows above keep the thesis's attacks (one FGSM step, the UAPs) and run
+# them through retraining. Iterated attacks through the defence, of several kinds, with
+# convergence and gradient-masking checks and a verdict, are in {doc}`exp4_adaptive`.
+
+# %% [markdown]
 # ## Reading
 
 # %% tags=["hide-input"]

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -70,6 +72,13 @@ show_defence_confusions(run, outcomes, "exp3_3_combined", "retraining+llt")
 
 # %% tags=["hide-input"]
 thesis_rows(run, results, ["4.15", "4.16", "4.17", "4.18"])
+
+# %% [markdown]
+# ## Against an adaptive attacker
+#
+# The white-box rows above keep the thesis's attacks (one FGSM step, the UAPs) and run
+# them through the combined defence. Iterated attacks through the defence, of several kinds, with
+# convergence and gradient-masking checks and a verdict, are in {doc}`exp4_adaptive`.
 
 # %% [markdown]
 # ## Reading

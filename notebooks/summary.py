@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,7 +35,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from skinlib import plots
-from skinlib.pages import pct, show
+from skinlib.pages import show
 from skinlib.paths import results_dir as profile_results_dir
 from skinlib.pipeline import EXPERIMENTS
 from skinlib.profiles import load_profile
@@ -82,31 +84,18 @@ if not results.empty:
 
 # %% [markdown]
 # ## The research questions, answered for this run
+#
+# Generated from the results by the rule of the methods chapter: a change is named
+# ("lowers", "raises", "holds") only when its paired 95% lesion-bootstrap interval
+# excludes 0; otherwise the sentence says there is no measurable change.
 
 # %% tags=["hide-input"]
-def v(**where):
-    rows = results
-    for k, val in where.items():
-        rows = rows[rows[k].astype(str) == str(val)]
-    return float(rows["value"].iloc[0]) if len(rows) else float("nan")
+from skinlib import verdicts  # noqa: E402
 
-
+curves_csv = source_dir / "exp4_adaptive_curves.csv"
+adaptive_curves = pd.read_csv(curves_csv) if curves_csv.is_file() else None
 if not results.empty:
-    eps = f"{prof.fgsm.eps:.6g}"
-    text = []
-    for m in prof.models:
-        clean = v(experiment="exp0_classifier", model=m, metric="accuracy")
-        fg = v(experiment="exp2_1_fgsm", model=m, attack="fgsm", param=eps, metric="accuracy")
-        ua = v(experiment="exp2_2_uap", model=m, attack="uap_art", metric="accuracy")
-        text.append(f"**RQ1 ({m}).** Clean accuracy {pct(clean)}; under FGSM {pct(fg)}; under ART's UAP {pct(ua)}.")
-        for attack, rq in (("fgsm", "RQ2"), ("uap_art", "RQ3")):
-            parts = []
-            for exp, d in (("exp3_1_retraining", "retraining"), ("exp3_2_llt", "LLT"), ("exp3_3_combined", "both")):
-                g = v(experiment=exp, model=m, attack=attack, setting="greybox", metric="accuracy")
-                w = v(experiment=exp, model=m, attack=attack, setting="whitebox", metric="accuracy")
-                parts.append(f"{d}: {pct(g)} grey box / {pct(w)} white box")
-            text.append(f"**{rq} ({m}, {attack}).** Accuracy under attack with " + "; ".join(parts) + ".")
-    display(Markdown("\n\n".join(text)))
+    display(Markdown("\n\n".join(verdicts.research_answers(results, prof.models, prof.fgsm.eps, adaptive_curves))))
 
 # %% [markdown]
 # ## Every thesis number beside ours

@@ -395,7 +395,7 @@ def pgd_adversarial_training(model: Any, train: tuple[np.ndarray, np.ndarray], v
             xb = xt[idx].astype(np.float32) / 255.0
             x_adv = tf_backend.pgd_last_iterate(model, xb, yt[idx], eps=eps, steps=steps, step_size=step_size,
                                                 rng=rng)
-            losses.append(float(model.train_on_batch(x_adv, yt[idx], sample_weight=weights[yt[idx]])))
+            losses.append(float(np.ravel(model.train_on_batch(x_adv, yt[idx], sample_weight=weights[yt[idx]]))[0]))
         rob, cln = robust_accuracy()
         for key, value in (("epoch", epoch), ("loss", float(np.mean(losses))), ("val_pgd_accuracy", rob),
                            ("val_accuracy", cln)):

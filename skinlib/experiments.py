@@ -116,8 +116,10 @@ def exp2_1_fgsm(run: Run) -> dict[str, ModelOutcome]:
         for attack, by_eps in sweeps.items():
             for eps, x_adv in by_eps.items():
                 pred = models.predict_labels(model, x_adv)
-                run.evaluate(y, pred, experiment="exp2_1_fgsm", model=name, attack=attack, setting="greybox",
-                             param=fmt_param(eps), y_pred_clean=clean)
+                kw = dict(experiment="exp2_1_fgsm", model=name, attack=attack, setting="greybox", param=fmt_param(eps))
+                run.evaluate(y, pred, y_pred_clean=clean, **kw)
+                if eps == cfg.eps:  # the attack's effect at the thesis's budget, paired
+                    run.compare(y, pred, clean, reference="clean", **kw)
                 outcome.predictions[f"{attack}@{fmt_param(eps)}"] = pred
         k = min(cfg.n_examples, len(x))
         outcome.extras["examples"] = {"clean": x[:k], "adversarial": sweeps["fgsm"][cfg.eps][:k]}
@@ -215,6 +217,11 @@ def exp2_2_uap(run: Run) -> dict[str, ModelOutcome]:
         run.evaluate(y, pred, experiment="exp2_2_uap", model=name, attack="random", setting="greybox",
                      param=fmt_param(budget), y_pred_clean=clean)
         outcome.predictions["random"] = pred
+        for method in ("uap_art", "uap_fast", "random"):  # paired: each against clean, each UAP against noise
+            kw = dict(experiment="exp2_2_uap", model=name, attack=method, setting="greybox", param=fmt_param(budget))
+            run.compare(y, outcome.predictions[method], clean, reference="clean", **kw)
+            if method != "random":
+                run.compare(y, outcome.predictions[method], pred, reference="noise", **kw)
         out[name] = outcome
     return out
 
@@ -319,17 +326,25 @@ def evaluate_defence(run: Run, experiment: str, defence: str) -> dict[str, Model
                              param=f"retrained against {retrained_for}" if use_retraining else "")
                 outcome.predictions[case] = clean
             clean_defended[retrained_for] = outcome.predictions[case]
+        for retrained_for, clean in clean_defended.items():
+            run.compare(y, clean, clean_undefended, reference="undefended", experiment=experiment, model=name,
+                        defence=defence, param=f"retrained against {retrained_for}" if use_retraining else "")
         for attack, retrained_for in DEFENDED_ATTACKS.items():
             target = targets[retrained_for]
             clean = clean_defended[retrained_for]
             key = f"{defence}:{name}:{retrained_for}"
+            grey_inputs = _greybox_inputs(run, name, attack, x, y)
+            undefended = models.predict_labels(base, grey_inputs)  # for the undefended model grey = white box
             for setting, inputs in (
-                ("greybox", _greybox_inputs(run, name, attack, x, y)),
+                ("greybox", grey_inputs),
                 ("whitebox", _whitebox_inputs(run, name, attack, target, key, x, y, use_llt)),
             ):
                 pred = defended_predict(target, inputs)
-                run.evaluate(y, pred, experiment=experiment, model=name, attack=attack, defence=defence,
-                             setting=setting, y_pred_clean=clean)
+                kw = dict(experiment=experiment, model=name, attack=attack, defence=defence, setting=setting)
+                run.evaluate(y, pred, y_pred_clean=clean, **kw)
+                run.compare(y, pred, undefended, reference="undefended", **kw)
+                if setting == "whitebox":
+                    run.compare(y, pred, outcome.predictions[f"{attack}/greybox"], reference="greybox", **kw)
                 outcome.predictions[f"{attack}/{setting}"] = pred
         out[name] = outcome
     return out

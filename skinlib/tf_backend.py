@@ -526,12 +526,22 @@ def llt_transform(quality: int, flip: str, gradient: str = "identity",
     Shape:
         - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; output: same shape.
     """
-    from skinlib.defences import apply_llt
-
     if gradient not in ("identity", "codec"):
         raise SkinlibError(f"gradient: {gradient!r} is not identity or codec")
     if gradient == "codec" and gains is None:
         raise SkinlibError("gradient: codec needs the codec's gains (fit_codec_gains)")
+    key = (int(quality), flip, gradient, None if gains is None else np.asarray(gains, np.float32).tobytes())
+    if key not in _LLT_OPS:  # one op per configuration: compiled attacks keyed on it trace once
+        _LLT_OPS[key] = _llt_op(quality, flip, gradient, gains)
+    return _LLT_OPS[key]
+
+
+_LLT_OPS: dict[tuple, Callable[[Any], Any]] = {}
+
+
+def _llt_op(quality: int, flip: str, gradient: str, gains: Optional[np.ndarray]) -> Callable[[Any], Any]:
+    from skinlib.defences import apply_llt
+
     flip_op = flip_transform(flip) or (lambda z: z)
 
     def forward(a: np.ndarray) -> np.ndarray:

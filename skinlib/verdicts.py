@@ -179,3 +179,79 @@ def codec_table(path) -> pd.DataFrame:
                     if k.startswith(kind + "_") and k.split("_", 1)[1] in names}
              for kind in ("sign", "lowfreq")}
     return pd.DataFrame(table).rename(columns={"sign": "random sign noise", "lowfreq": "low-frequency noise"}).round(3)
+
+
+# ---------------------------------------------------------------- research questions
+
+
+def change_word(cell: tuple[float, float, float], up: str = "raises", down: str = "lowers") -> str:
+    """``up``/``down`` when the paired interval excludes 0, else "no measurable change in"."""
+    _, lo, hi = cell
+    if np.isfinite(lo) and lo > 0:
+        return up
+    if np.isfinite(hi) and hi < 0:
+        return down
+    return "makes no measurable change to"
+
+
+def _diff_phrase(cell: tuple[float, float, float], what: str, up: str = "raises", down: str = "lowers") -> str:
+    word = change_word(cell, up, down)
+    if not np.isfinite(cell[0]):
+        return f"{what}: not measured"
+    return f"{word} {what} ({_pts(cell[0])} points, {_pts(cell[1])} to {_pts(cell[2])})"
+
+
+def attack_effect(results: pd.DataFrame, experiment: str, model: str, attack: str, param: Optional[str] = None) -> str:
+    """One generated clause: what ``attack`` did to accuracy, the missed-malignancy rate and specificity."""
+    r = results[(results["experiment"] == experiment) & (results["model"] == model) & (results["attack"] == attack)
+                & (results["setting"] == "greybox")]
+    if param is not None:
+        r = r[r["param"].astype(str) == param]
+    acc = _cell(r, metric="accuracy_vs_clean", grouping="")
+    fnr = _cell(r, metric="fnr_vs_clean", grouping="clinical")
+    spec = _cell(r, metric="health_specificity_vs_clean", grouping="clinical")
+    return (f"{_diff_phrase(acc, 'accuracy')}, {_diff_phrase(fnr, 'the missed-malignancy rate (clinical FNR)')} "
+            f"and {_diff_phrase(spec, 'the specificity for benign lesions')}")
+
+
+def research_answers(results: pd.DataFrame, models: list[str], fgsm_eps: float,
+                     curves: Optional[pd.DataFrame] = None) -> list[str]:
+    """The answers to the thesis's three research questions for one run, in generated words.
+
+    RQ1: what FGSM (at the thesis's eps) and ART's UAP did to each model, against clean,
+    with paired intervals. RQ2 (FGSM) and RQ3 (UAP): what each defence won back against
+    the undefended model under the same attack, grey and white box (experiments 3.x),
+    and, where experiment 4 ran, its adaptive verdict.
+    """
+    key = f"{fgsm_eps:.6g}"
+    fillna = results.assign(grouping=results["grouping"].fillna(""))
+    verdict = defence_verdicts(fillna, curves) if (fillna["experiment"] == "exp4_adaptive").any() else pd.DataFrame()
+    out = []
+    for m in models:
+        fg = attack_effect(fillna, "exp2_1_fgsm", m, "fgsm", key)
+        ua = attack_effect(fillna, "exp2_2_uap", m, "uap_art")
+        out.append(f"**RQ1 ({m}).** FGSM at {fgsm_eps * 255:g}/255 {fg}. ART's universal perturbation {ua}.")
+        for attack, rq, name in (("fgsm", "RQ2", "FGSM"), ("uap_art", "RQ3", "ART's UAP")):
+            parts = []
+            for exp, d, label in (("exp3_1_retraining", "retraining", "retraining"), ("exp3_2_llt", "llt", "the LLT"),
+                                  ("exp3_3_combined", "retraining+llt", "both")):
+                r = fillna[(fillna["experiment"] == exp) & (fillna["model"] == m) & (fillna["attack"] == attack)
+                           & (fillna["grouping"] == "")]
+                if r.empty:
+                    continue
+                grey = _cell(r, setting="greybox", metric="accuracy_vs_undefended")
+                white = _cell(r, setting="whitebox", metric="accuracy_vs_undefended")
+                text = (f"{label} {_diff_phrase(grey, 'accuracy in the grey box', 'raises', 'lowers')} and "
+                        f"{_diff_phrase(white, 'accuracy in the white box', 'raises', 'lowers')}")
+                if attack == "fgsm" and not verdict.empty:
+                    v = verdict[(verdict["model"] == m) & (verdict["defence"] == d)]
+                    if not v.empty:
+                        row = v.iloc[0]
+                        text += (f"; against the adaptive attacks of experiment 4 it {row['verdict']} "
+                                 f"({row['adaptive']:.1%} under the worst case, the undefended model "
+                                 f"{row['adaptive_undefended']:.1%})")
+                parts.append(text)
+            if parts:
+                out.append(f"**{rq} ({m}, {name}).** Against the undefended model under the same {name}: "
+                           + "; ".join(parts) + ".")
+    return out
