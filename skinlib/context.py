@@ -92,7 +92,7 @@ class Run:
             weights = split_module.class_weights(labels, power=cfg.class_weight_power) if cfg.class_weights else None
             models.train_model(model, (self.x("train"), labels), (self.x("val"), self.y("val")),
                                self.profile.train, folder / "work", class_weight=weights,
-                               seed=model_seed, epochs=epochs)
+                               seed=model_seed, epochs=epochs, verbose=0)
             models.save_model(model, folder / "model.keras")
             history = folder / "work" / "history.json"
             if history.is_file():

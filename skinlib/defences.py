@@ -330,7 +330,7 @@ def uap_perturber(norm: str, eps: float, method: str = "uap_fast", seed: int = 0
 def pgd_adversarial_training(model: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
                              eps: float, steps: int, step_size: float, max_epochs: int, batch_size: int,
                              learning_rate: float, seed: int, class_weight: Optional[dict[int, float]] = None,
-                             val_images: int = 512, val_steps: int = 10, patience: int = 1) -> dict[str, list[float]]:
+                             val_images: int = 512, val_steps: int = 10, patience: int = 2) -> dict[str, list[float]]:
     """PGD adversarial training (Madry et al. 2018), fine-tuning ``model`` in place.
 
     Every minibatch is replaced by its PGD adversarial examples (``steps`` signed steps of

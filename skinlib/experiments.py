@@ -259,7 +259,8 @@ def retrained_model(run: Run, model_name: str, attack: str):
 
         def train_fn(current, x_aug, y_aug, epochs: int, round_idx: int) -> None:
             models.train_model(current, (x_aug, y_aug), (run.x("val"), run.y("val")), run.profile.train,
-                               folder / f"round{round_idx}", seed=run.profile.seed + round_idx, epochs=epochs)
+                               folder / f"round{round_idx}", seed=run.profile.seed + round_idx, epochs=epochs,
+                               verbose=0)
 
         defences.adversarial_retraining(model, x_pool, y_pool, rounds=cfg.rounds,
                                         epochs_per_round=cfg.epochs_per_round, fraction=cfg.fraction,

@@ -23,6 +23,9 @@ from skinlib.labels import NUM_CLASSES
 def _tf():
     import tensorflow as tf
 
+    # Each model, defence and loss gets its own compiled attack step: the retracing
+    # warnings that follow are expected here, not a sign of a loop recompiling.
+    tf.get_logger().setLevel("ERROR")
     return tf
 
 

@@ -133,24 +133,47 @@ ADAPTIVE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def adaptive_table(results: pd.DataFrame, model: str, metric: str = "accuracy", grouping: str = "") -> pd.DataFrame:
-    """Experiment 4 for one model: rows = defences, columns = attack and setting (:data:`ADAPTIVE_COLUMNS`).
+def adaptive_table(results: pd.DataFrame, model: str, settings: tuple[str, ...] = ("clean", "greybox", "transfer"),
+                   metric: str = "accuracy", grouping: str = "") -> pd.DataFrame:
+    """Experiment 4 for one model and some settings: rows = defences, columns = attacks (:data:`ADAPTIVE_COLUMNS`).
 
-    Cells are percentages with the lesion-bootstrap interval underneath in the table's
-    HTML; ``-`` where an attack does not apply (the codec attacks only face the LLT).
+    Cells hold the value in percent and its lesion-bootstrap interval in brackets; ``-``
+    where an attack does not apply (the codec attacks only face the LLT). Call it once
+    for ``("clean", "greybox", "transfer")`` and once for ``("whitebox",)`` to keep each
+    table narrow.
     """
     res = results[(results["experiment"] == "exp4_adaptive") & (results["model"] == model)
                   & (results["metric"] == metric) & (results["grouping"].fillna("") == grouping)]
+    columns = [c for c in ADAPTIVE_COLUMNS if c[1] in settings]
     rows = []
     for defence in res["defence"].drop_duplicates():
         d = res[res["defence"] == defence]
         row = {"defence": defence}
-        for attack, setting, title in ADAPTIVE_COLUMNS:
+        for attack, setting, title in columns:
             v = _cell(d, attack=attack, setting=setting)
             row[title] = "-" if not np.isfinite(v[0]) else (
-                f"{v[0]:.1%}" + (f" [{v[1]:.0%}, {v[2]:.0%}]" if np.isfinite(v[1]) else ""))
+                f"{100 * v[0]:.0f} [{100 * v[1]:.0f}, {100 * v[2]:.0f}]" if np.isfinite(v[1]) else f"{100 * v[0]:.0f}")
         rows.append(row)
     return pd.DataFrame(rows).set_index("defence")
+
+
+def verdict_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    """The compact table behind the verdicts (percent): one row per model and defence."""
+    def rng(v: float, lo: float, hi: float) -> str:
+        return f"{100 * v:+.0f} [{100 * lo:+.0f}, {100 * hi:+.0f}]"
+
+    return pd.DataFrame({
+        "model": table["model"], "defence": table["defence"],
+        "clean": (100 * table["clean"]).round(1),
+        "clean cost": [rng(*r) for r in table[["clean_cost", "clean_cost_low", "clean_cost_high"]].to_numpy()],
+        "adaptive": (100 * table["adaptive"]).round(1),
+        "gain vs undefended": [rng(*r) for r in table[["adaptive_gain", "adaptive_gain_low",
+                                                       "adaptive_gain_high"]].to_numpy()],
+        "won back": (100 * table["won_back"]).round(0),
+        "Square - gradient": [rng(*r) for r in table[["square_minus_gradient", "square_minus_gradient_low",
+                                                      "square_minus_gradient_high"]].to_numpy()],
+        "verdict": table["verdict"],
+    })
 
 
 def targeted_table(results: pd.DataFrame) -> pd.DataFrame:
