@@ -690,23 +690,25 @@ def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
     if d.empty:
         raise SkinlibError(f"adaptive_curves: no curves for model {model!r}")
     with _themed():
-        fig, axes = _new_figure(1, 3, (13.5, 3.8))
-        titles = {"steps": "PGD steps (first restart)", "restarts": "random restarts (all steps)",
-                  "eps": "eps (/255)"}
+        fig, axes = _new_figure(1, 3, (13.5, 4.0))
+        titles = {"steps": "steps (first restart)", "restarts": "restarts (all steps)", "eps": "eps (/255)"}
         for ax, curve in zip(axes.ravel(), ("steps", "restarts", "eps")):
             c = d[d["curve"] == curve]
             for defence, g in c.groupby("defence", sort=False):
                 g = g.sort_values("x")
                 line, = ax.plot(g["x"], g["accuracy"], marker="" if curve == "steps" else "o", label=defence)
                 h = g[g["headline"].astype(bool)]
-                ax.plot(h["x"], h["accuracy"], "o", color=line.get_color(), markersize=7)
+                ax.plot(h["x"], h["accuracy"], "o", color=line.get_color(), markersize=8)
             n = int(c["n_images"].iloc[0]) if not c.empty else 0
-            ax.set_title(f"{model}: accuracy vs {titles[curve]}, n = {n}", fontsize=9)
+            fixed = f"eps {eps_255:g}/255" if curve != "eps" else "steps fixed"
+            ax.set_title(f"vs {titles[curve]}; {fixed}; n = {n}", fontsize=9)
             ax.set_xlabel(titles[curve])
+            if curve == "restarts":
+                ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
             ax.set_ylim(0, 1)
             _pct(ax)
-        axes.ravel()[0].set_ylabel(f"accuracy under white-box PGD ({eps_255:g}/255 unless swept)")
+        axes.ravel()[0].set_ylabel("accuracy under white-box PGD")
         axes.ravel()[-1].legend(title="defence", fontsize=8)
-        fig.suptitle(f"{model}: convergence of the white-box PGD through each defence (BPDA where non-differentiable)",
-                     fontsize=10)
+        fig.suptitle(f"{model}: white-box PGD through each defence (BPDA where not differentiable); "
+                     "dots: the reported setting", fontsize=10)
     return fig

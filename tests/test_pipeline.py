@@ -69,6 +69,14 @@ def test_every_experiment_writes_every_metric(smoke_run):
         assert {"clean", "greybox", "whitebox"} == set(df["setting"])
     assert (smoke_run / "notebooks" / "exp3_3_combined.ipynb").is_file()
     assert prov["dataset"]["images"] == SMOKE.data.n_images
+    adaptive = frames["exp4_adaptive"]
+    assert set(adaptive["defence"]) == {"none", "retraining", "llt", "retraining+llt", "pgd_at"}
+    assert set(adaptive["setting"]) == {"clean", "greybox", "whitebox", "transfer"}
+    assert {"pgd", "apgd_ce", "apgd_dlr", "pgd_lowfreq", "pgd_codec", "square", "pgd_targeted",
+            "worst_case"} <= set(adaptive["attack"])
+    assert {"accuracy_vs_undefended", "accuracy_vs_clean", "accuracy_vs_gradient"} <= set(adaptive["metric"])
+    curves = pd.read_csv(smoke_run / "exp4_adaptive_curves.csv")
+    assert set(curves["curve"]) == {"steps", "restarts", "eps"}
 
 
 @pytest.mark.slow
