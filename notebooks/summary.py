@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,6 +26,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 
 # %% tags=["hide-input"]
 import json
