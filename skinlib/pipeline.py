@@ -65,8 +65,8 @@ REPORT_PAGES: tuple[str, ...] = ("summary", "provenance", "benchmarks")
 #: Experiment ids of DESIGN.md, in run order (every page of :data:`PAGE_NEEDS` but ``data``).
 EXPERIMENTS: tuple[str, ...] = tuple(p for p in PAGE_NEEDS if p.startswith("exp"))
 PAGE_NEEDS["summary"] = {"results": EXPERIMENTS}
+PAGE_NEEDS["provenance"] = {"run_records": tuple(PAGE_NEEDS)}  # every page before it
 PAGE_NEEDS["benchmarks"] = {}
-PAGE_NEEDS["provenance"] = {"run_records": tuple(p for p in PAGE_NEEDS if p != "provenance")}
 PAGES_BEFORE: tuple[str, ...] = tuple(p for p in PAGE_NEEDS if p not in EXPERIMENTS + REPORT_PAGES)
 PAGES_AFTER: tuple[str, ...] = REPORT_PAGES
 #: Every page, in the order ``skinlib run`` executes them.
@@ -252,7 +252,7 @@ def _update_provenance(out: Path, profile: Profile, seed: int, page: str, record
     from filelock import FileLock
 
     prov_path = out / "provenance.json"
-    with FileLock(str(results_dir(profile.name) / GRID_DIR / f"seed-{seed}" / "provenance.lock")):
+    with FileLock(str(results_dir(profile.name) / GRID_DIR / f"seed-{seed}" / "provenance.json.lock")):
         prov = _read_json(prov_path)
         prov.update({
             "profile": profile.name, "seed": seed, "parameters": profile.to_dict(),
