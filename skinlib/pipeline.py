@@ -421,7 +421,7 @@ def run(profile_name: str, *, data_dir: Optional[str] = None, only: Optional[Seq
                 for page in pages:
                     record = execute_one(profile, page, seed, log_output=log_output)
                     statuses[seed][page] = record["status"]
-            if len(seed_list) > 1:
+            if len(seed_list) > 1 and set(EXPERIMENTS) & {p for _, pages in plan for p in pages}:
                 path = aggregate_seeds(profile, seed_list)
                 _say(f"{profile.name}: table over seeds {', '.join(map(str, seed_list))} written to {path}")
     finally:

@@ -193,3 +193,11 @@ def test_table_over_seeds_has_mean_sd_min_max(isolated_dirs):
     fgsm = table[table["experiment"] == "exp2_1_fgsm"].iloc[0]
     assert fgsm["n_seeds"] == 2 and fgsm["value"] == pytest.approx(0.3)
     assert path.read_bytes() == pipeline.aggregate_seeds(profile, [0, 1, 2]).read_bytes()
+
+    from skinlib.report import seed_spread
+    from skinlib.results import read_results
+
+    spread = seed_spread(table, primary=read_results(pipeline.seed_dir(profile, 0) / "exp0_classifier.csv"))
+    row = spread[spread["experiment"] == "exp0_classifier"].iloc[0]
+    assert row["shown"] == "0.500 [0.40, 0.60]"  # seed 0's value and bootstrap interval
+    assert row["over seeds"] == "0.700 ± 0.200 (0.500-0.900, 3 seeds)"

@@ -87,7 +87,6 @@ def test_rule_graph_has_the_real_dependencies(tmp_path):
 
 
 @pytest.mark.parametrize("config, needle", [
-    (("profile=nosuch",), "nosuch"),
     (("profile=smoke", "seeds=[0,x]"), "'x'"),
     (("profile=smoke", "pages=[exp9]"), "exp9"),
 ])
