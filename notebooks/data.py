@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -25,6 +27,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 
 # %% tags=["hide-input"]
 import numpy as np
@@ -37,7 +40,7 @@ from skinlib.data import get_source
 from skinlib.labels import CLASSES, GROUPINGS
 from skinlib.pages import show
 
-run = open_run(profile, data_dir=data_dir, results_dir=results_dir)
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
 
 # %% [markdown]

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,6 +29,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 epochs = None
 
 # %% tags=["hide-input"]
@@ -37,7 +40,7 @@ from skinlib.context import open_run
 from skinlib.pages import confusions, health_confusions, labels, pct, show, thesis_rows, value
 from skinlib.report import glue_metrics, metrics_table
 
-run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"train.epochs": epochs})
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed, "train.epochs": epochs})
 display(run.banner())
 
 # %% tags=["hide-output"]

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,6 +30,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 fractions = None
 epochs = None
 
@@ -40,7 +43,7 @@ from skinlib.labels import CLASSES
 from skinlib.pages import pct, show, value
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
-               overrides={"poisoning.fractions": fractions, "poisoning.epochs": epochs})
+               overrides={"seed": seed, "poisoning.fractions": fractions, "poisoning.epochs": epochs})
 display(run.banner())
 cfg = run.profile.poisoning
 display(Markdown(f"Schedule of every point: {cfg.epochs or run.profile.train.epochs} epochs "

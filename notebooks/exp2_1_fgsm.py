@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,6 +30,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 eps = None
 eps_sweep = None
 pgd_steps = None
@@ -41,7 +44,7 @@ from skinlib.pages import confusions, health_confusions, labels, pct, show, thes
 from skinlib.report import metrics_table
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
-               overrides={"fgsm.eps": eps, "fgsm.eps_sweep": eps_sweep, "fgsm.pgd_steps": pgd_steps})
+               overrides={"seed": seed, "fgsm.eps": eps, "fgsm.eps_sweep": eps_sweep, "fgsm.pgd_steps": pgd_steps})
 display(run.banner())
 cfg = run.profile.fgsm
 key = experiments.fmt_param(cfg.eps)

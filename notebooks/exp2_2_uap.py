@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -30,6 +32,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 norm = None
 eps = None
 max_iter = None
@@ -44,7 +47,7 @@ from skinlib.pages import confusions, health_confusions, labels, pct, show, thes
 from skinlib.report import metrics_table
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
-               overrides={"uap.norm": norm, "uap.eps": eps, "uap.max_iter": max_iter})
+               overrides={"seed": seed, "uap.norm": norm, "uap.eps": eps, "uap.max_iter": max_iter})
 display(run.banner())
 
 # %% tags=["hide-output"]

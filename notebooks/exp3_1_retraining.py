@@ -32,6 +32,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
@@ -40,7 +41,7 @@ from skinlib import experiments
 from skinlib.context import open_run
 from skinlib.pages import defence_reading, defence_tables, show_defence_confusions, thesis_rows
 
-run = open_run(profile, data_dir=data_dir, results_dir=results_dir)
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
 cfg = run.profile.retraining
 display(Markdown(f"Schedule of this run: {cfg.rounds} rounds of {cfg.epochs_per_round} epoch(s), "

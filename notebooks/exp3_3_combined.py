@@ -32,6 +32,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 
 # %% tags=["hide-input"]
 from IPython.display import display
@@ -40,7 +41,7 @@ from skinlib import experiments
 from skinlib.context import open_run
 from skinlib.pages import defence_reading, defence_tables, show_defence_confusions, thesis_rows
 
-run = open_run(profile, data_dir=data_dir, results_dir=results_dir)
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
 
 # %% tags=["hide-output"]

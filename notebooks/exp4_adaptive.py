@@ -36,6 +36,7 @@
 profile = "default"
 data_dir = None
 results_dir = None
+seed = None
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
@@ -44,7 +45,7 @@ from skinlib import experiments, plots, verdicts
 from skinlib.context import open_run
 from skinlib.pages import show
 
-run = open_run(profile, data_dir=data_dir, results_dir=results_dir)
+run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
 cfg = run.profile.adaptive
 n_eval = len(experiments.adaptive_subset(run))

@@ -1,6 +1,8 @@
 """The ``skinlib`` command line (see DESIGN.md, "Command line").
 
-- ``skinlib run --profile NAME [--data-dir PATH] [--only EXP ...] [--force]``
+- ``skinlib run --profile NAME [--data-dir PATH] [--only EXP ...] [--seeds K ...] [--force]``
+- ``skinlib page --profile NAME [--seed K] PAGE``: one page of one seed (the Snakemake jobs)
+- ``skinlib aggregate --profile NAME --seeds K ...``: the table over seeds (``seeds.csv``)
 - ``skinlib data check --source SOURCE --data-dir PATH [--size PX]``
 - ``skinlib book --profile NAME``: publish a profile's executed notebooks into ``book/``.
 
@@ -28,6 +30,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="EXP", help="run only these experiments/pages")
     run.add_argument("--force", action="store_true", help="recompute every step instead of reusing the cache")
     run.add_argument("--no-publish", action="store_true", help="do not copy the notebooks into book/")
+    run.add_argument("--seeds", nargs="+", metavar="K",
+                     help="training seeds to run (default: the profile's seeds); the first seed of the profile "
+                          "writes results/NAME/, seed K results/NAME/seed-K/")
+    run.add_argument("--verbose", action="store_true", help="echo the notebooks' cell output")
+
+    page = sub.add_parser("page", help="execute one page of one seed (what the Snakemake jobs run)")
+    page.add_argument("page", help="page id (data, exp0_classifier, ..., summary)")
+    page.add_argument("--profile", required=True)
+    page.add_argument("--seed", default=None, help="training seed (default: the profile's first seed)")
+    page.add_argument("--data-dir", default=None)
+    page.add_argument("--verbose", action="store_true", help="echo the notebook's cell output")
+
+    agg = sub.add_parser("aggregate", help="write results/NAME/seeds.csv: each result over seeds")
+    agg.add_argument("--profile", required=True)
+    agg.add_argument("--seeds", nargs="+", metavar="K", default=None, help="default: the profile's seeds")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -121,14 +138,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "run":
             from skinlib.pipeline import run
 
-            prov = run(args.profile, data_dir=args.data_dir, only=args.only, force=args.force,
-                       publish=not args.no_publish)
-            failed = [p for p, r in prov.get("experiments", {}).items()
-                      if r.get("status") == "failed" and (not args.only or p in args.only)]
+            prov = run(args.profile, data_dir=args.data_dir, only=args.only, seeds=args.seeds, force=args.force,
+                       publish=not args.no_publish, log_output=args.verbose)
+            failed = [f"{p} (seed {seed})" for seed, pages in prov.get("seed_runs", {}).items()
+                      for p, status in pages.items() if status == "failed"]
             if failed:
-                print(f"skinlib: failed: {', '.join(failed)} (see results/{prov['profile']}/failed/)",
+                print(f"skinlib: failed: {', '.join(failed)} (failed notebooks in the results folders' failed/)",
                       file=sys.stderr)
                 return 1
+            return 0
+        if args.command == "page":
+            from skinlib.pipeline import _check_data, check_seeds, execute_one, page_needs
+            from skinlib.profiles import load_profile
+
+            page_needs(args.page)
+            profile = load_profile(args.profile, data_dir=args.data_dir)
+            _check_data(profile)
+            seed = check_seeds([args.seed], "--seed")[0] if args.seed is not None else None
+            record = execute_one(profile, args.page, seed, log_output=args.verbose)
+            return 0 if record["status"] == "ok" else 1
+        if args.command == "aggregate":
+            from skinlib.pipeline import aggregate_seeds, check_seeds
+            from skinlib.profiles import load_profile
+
+            profile = load_profile(args.profile)
+            seeds = check_seeds(args.seeds) if args.seeds else profile.seeds
+            print(aggregate_seeds(profile, seeds))
             return 0
         if args.command == "data":
             print(data_check(args.source, args.data_dir, args.size, args.split, args.seed))

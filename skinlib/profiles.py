@@ -1,8 +1,15 @@
 """Profiles: named YAML parameter sets (``profiles/<name>.yml``), validated on load.
 
-An unknown key or a value of the wrong type is a :class:`~skinlib.errors.SkinlibError`
-naming the key and the valid ones. Papermill parameters override single values with
-dotted keys (``train.epochs=3``) through :func:`apply_overrides`.
+An unknown key, a value of the wrong type or out of its range is a
+:class:`~skinlib.errors.SkinlibError` naming the file, the key and what is allowed. An
+empty file is an error; a profile without ``name`` is named after its file. Papermill
+parameters override single values with dotted keys (``train.epochs=3``) through
+:func:`apply_overrides`.
+
+Seeds: ``seeds`` lists the training seeds of a run (default ``[seed]``); ``seed`` is
+its first one, the *primary* seed, whose results live in ``results/<profile>/`` and
+are the ones the book shows; every other seed ``K`` writes ``results/<profile>/seed-K/``
+(see :func:`skinlib.pipeline.seed_dir`).
 """
 
 from __future__ import annotations
@@ -121,6 +128,7 @@ class Profile:
     name: str = "default"
     description: str = ""
     seed: int = 0
+    seeds: Optional[list[int]] = None  # None: [seed]; seeds[0] is the primary seed
     models: list[str] = field(default_factory=lambda: ["resnet_small", "inception_small"])
     bootstrap: int = 1000
     data: DataConfig = field(default_factory=DataConfig)
@@ -132,8 +140,18 @@ class Profile:
     llt: LLTConfig = field(default_factory=LLTConfig)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
+    #: The file this profile was read from (not a parameter: not in :meth:`to_dict`).
+    origin: Optional[str] = field(default=None, repr=False, compare=False, metadata={"internal": True})
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d.pop("origin", None)
+        return d
+
+    @property
+    def primary_seed(self) -> int:
+        """The first of ``seeds``: its results are ``results/<profile>/`` itself."""
+        return (self.seeds or [self.seed])[0]
 
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
@@ -174,7 +192,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise SkinlibError(f"{prefix or 'profile'}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
+    valid = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("internal")]
     kwargs = {}
     for key, value in raw.items():
         full = f"{prefix}.{key}" if prefix else str(key)
@@ -191,13 +209,30 @@ def _validate(profile: Profile, origin: str) -> Profile:
         (profile.data.split in ("by_lesion", "by_image"), "data.split", "must be by_lesion or by_image"),
         (profile.data.image_size >= 16, "data.image_size", "must be at least 16"),
         (len(profile.data.fractions) == 3 and abs(sum(profile.data.fractions) - 1) < 1e-6
-         and min(profile.data.fractions) > 0, "data.fractions", "must be three positive shares summing to 1"),
+         and all(0 < f <= 1 for f in profile.data.fractions), "data.fractions",
+         "must be three shares in (0, 1] summing to 1"),
+        (profile.data.n_images is None or profile.data.n_images >= 1, "data.n_images", "must be at least 1"),
         (profile.train.epochs >= 1, "train.epochs", "must be at least 1"),
         (profile.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
         (profile.train.weights in (None, "imagenet"), "train.weights", "must be imagenet or null"),
         (profile.poisoning.source_class in CLASSES, "poisoning.source_class", f"must be one of {CLASSES}"),
         (profile.poisoning.target_class in CLASSES, "poisoning.target_class", f"must be one of {CLASSES}"),
         (all(0 <= f <= 1 for f in profile.poisoning.fractions), "poisoning.fractions", "must lie in [0, 1]"),
+        (0 < profile.fgsm.eps <= 1, "fgsm.eps", "must lie in (0, 1]"),
+        (len(profile.fgsm.eps_sweep) >= 1 and all(0 < e <= 1 for e in profile.fgsm.eps_sweep), "fgsm.eps_sweep",
+         "must list values in (0, 1]"),
+        (profile.fgsm.pgd_steps >= 1, "fgsm.pgd_steps", "must be at least 1"),
+        (0 < profile.uap.eps <= 1, "uap.eps", "must lie in (0, 1]"),
+        (0 < profile.uap.zeta <= 1, "uap.zeta", "must lie in (0, 1]"),
+        (profile.uap.max_iter >= 1, "uap.max_iter", "must be at least 1"),
+        (profile.uap.n_train_images >= 1, "uap.n_train_images", "must be at least 1"),
+        (profile.retraining.rounds >= 1, "retraining.rounds", "must be at least 1"),
+        (profile.retraining.epochs_per_round >= 1, "retraining.epochs_per_round", "must be at least 1"),
+        (profile.train.learning_rate > 0, "train.learning_rate", "must be positive"),
+        (profile.seed >= 0, "seed", "must be 0 or more"),
+        (bool(profile.seeds) and all(s >= 0 for s in profile.seeds)
+         and len(set(profile.seeds)) == len(profile.seeds), "seeds",
+         "must list distinct integers 0 or more"),
         (profile.uap.norm in ("inf", "2"), "uap.norm", "must be inf or 2"),
         (profile.uap.fast_loss in ("ce", "clipped"), "uap.fast_loss", "must be ce or clipped"),
         (profile.uap.fast_beta > 0, "uap.fast_beta", "must be positive"),
@@ -222,6 +257,9 @@ def _validate(profile: Profile, origin: str) -> Profile:
     for ok, key, what in checks:
         if not ok:
             raise SkinlibError(f"{origin}: {key} {what}")
+    from skinlib.paths import safe_name
+
+    safe_name(profile.name, f"{origin}: name")
     from skinlib.data import get_source
     from skinlib.models import MODELS
 
@@ -254,14 +292,25 @@ def load_profile(name_or_path: str | Path, overrides: Optional[dict[str, Any]] =
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise SkinlibError(f"{path}: not valid YAML ({first})") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        raise SkinlibError(f"{path}: empty profile (give at least its name and models; see profiles/default.yml)")
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        raw.setdefault("name", path.stem)  # never silently "default"
+        if raw.get("seeds") is not None and "seed" not in raw and isinstance(raw["seeds"], list) and raw["seeds"]:
+            raw["seed"] = raw["seeds"][0]
     try:
         profile = _build(Profile, raw, "")
+        if profile.seeds is None:
+            profile.seeds = [profile.seed]
+        elif profile.seeds and profile.seeds[0] != profile.seed:
+            raise SkinlibError(f"seed: {profile.seed} is not the first of seeds {profile.seeds} "
+                               "(the first seed is the one the book shows)")
         if overrides:
             profile = apply_overrides(profile, overrides)
     except SkinlibError as exc:
         raise SkinlibError(f"{path}: {exc}") from None
+    profile.origin = str(path)
     env_dir = os.environ.get("SKINLIB_DATA_DIR")
     if data_dir is not None:
         profile.data.data_dir = str(data_dir)
@@ -283,4 +332,6 @@ def apply_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
         if parts[-1] not in node:
             raise SkinlibError(f"{dotted}: unknown key; valid keys: {', '.join(node)}")
         node[parts[-1]] = value
-    return _build(Profile, raw, "")
+    built = _build(Profile, raw, "")
+    built.origin = profile.origin
+    return built

@@ -523,3 +523,37 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
         else:
             lines.append(head + "the fast UAP did not reach it within the benchmark's step limit.")
     return "\n".join(lines)
+
+
+def seed_spread(table: pd.DataFrame, primary: Optional[pd.DataFrame] = None, decimals: int = 3) -> pd.DataFrame:
+    """The spread over training seeds beside the bootstrap interval, one row per cell.
+
+    ``table`` is ``results/<profile>/seeds.csv`` (``skinlib.pipeline.aggregate_seeds``:
+    the tidy columns plus ``n_seeds``, ``sd``, ``min``, ``max``); ``primary`` the tidy
+    results of the seed the page shows (its value and bootstrap interval), else the
+    table's mean and mean bounds are shown. Only cells run with more than one seed are
+    kept. Columns: the context columns, ``shown`` (``"0.812 [0.79, 0.83]"``) and
+    ``over seeds`` (``"0.805 ± 0.012 (0.79-0.82, 3 seeds)"``).
+
+    Examples:
+        >>> t = pd.DataFrame({"model": ["m"], "metric": ["accuracy"], "grouping": [""], "value": [0.8],
+        ...                   "ci_low": [0.7], "ci_high": [0.9], "n_seeds": [3], "sd": [0.02],
+        ...                   "min": [0.78], "max": [0.82]})
+        >>> seed_spread(t)["over seeds"].iloc[0]
+        '0.800 ± 0.020 (0.780-0.820, 3 seeds)'
+    """
+    keys = [c for c in ("experiment", "model", "attack", "defence", "setting", "param", "grouping", "metric")
+            if c in table.columns]
+    many = table[pd.to_numeric(table["n_seeds"]) > 1].copy()
+    if primary is not None and len(many):
+        shown = primary[keys + ["value", "ci_low", "ci_high"]]
+        many = many.merge(shown, on=keys, how="left", suffixes=("", "_shown"))
+    else:
+        many = many.assign(value_shown=many["value"], ci_low_shown=many["ci_low"], ci_high_shown=many["ci_high"])
+    out = many[keys].copy()
+    out["shown"] = [format_value(v, lo, hi, decimals) for v, lo, hi in
+                    zip(many["value_shown"], many["ci_low_shown"], many["ci_high_shown"])]
+    out["over seeds"] = [f"{m:.{decimals}f} ± {s:.{decimals}f} ({lo:.{decimals}f}-{hi:.{decimals}f}, {int(n)} seeds)"
+                         for m, s, lo, hi, n in zip(many["value"], many["sd"], many["min"], many["max"],
+                                                    many["n_seeds"])]
+    return out.reset_index(drop=True)

@@ -7,6 +7,15 @@ its ``DONE.json`` marker exists (written last, atomically), so a run killed at a
 moment redoes exactly the unfinished step; a training step resumes from its own epoch
 checkpoints inside the folder. Changing a parameter changes the key of exactly the
 steps that depend on it. ``--force`` makes every step of the current run start afresh.
+
+Concurrency: jobs running at once (the Snakemake grid, two ``skinlib run``) may need the
+same step. Each step has a lock file beside its folder (``<key>.lock``, a
+:class:`filelock.FileLock`): the first job to need the step computes it while holding
+the lock, the others wait for the lock and then find the step finished and reuse it.
+The lock is an OS lock, released by the kernel when its holder dies, so a killed job
+never leaves a step locked; the step it left unfinished has no ``DONE.json``, so no one
+reads it, and the next holder of the lock computes it again in the same folder (a
+training step resumes from its last epoch checkpoint, other files are overwritten).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import inspect
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -64,9 +74,28 @@ class StepCache:
     def run(self, kind: str, params: dict[str, Any], compute: Callable[[Path], None],
             modules: Iterable[ModuleType] = ()) -> Path:
         """Return the finished folder of this step, computing it with ``compute(folder)`` if needed."""
+        from filelock import FileLock, Timeout
+
         folder = self.folder(kind, params, modules)
         if self.is_done(folder):
             return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"[skinlib] step {kind}/{folder.name} is being computed by another job; waiting for it",
+                  file=sys.stderr, flush=True)
+            lock.acquire()
+        try:
+            if self.is_done(folder):  # finished by the job we waited for
+                return folder
+            return self._compute(kind, params, compute, folder)
+        finally:
+            lock.release()
+
+    def _compute(self, kind: str, params: dict[str, Any], compute: Callable[[Path], None], folder: Path) -> Path:
+        """Compute the step into ``folder`` (the caller holds its lock), then mark it done."""
         if self.force_run_id and folder.exists():
             started_by = folder / "STARTED"
             if not started_by.is_file() or started_by.read_text() != self.force_run_id:

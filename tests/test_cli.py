@@ -43,9 +43,23 @@ def test_data_check_real_ham10000(real_ham10000, tmp_path):
     (["data", "check", "--source", "nosuch", "--data-dir", "/tmp"], "nosuch"),
     (["run", "--profile", "nosuchprofile"], "nosuchprofile"),
     (["run", "--profile", "smoke", "--only", "exp9"], "exp9"),
+    (["run", "--profile", "smoke", "--seeds", "0", "one"], "'one'"),
+    (["run", "--profile", "smoke", "--seeds", "1", "--only", "summary"], "primary seed 0"),
+    (["page", "exp9", "--profile", "smoke"], "exp9"),
+    (["page", "summary", "--profile", "smoke", "--seed", "2"], "primary seed 0 only"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     proc = _cli(*args)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("seeds, needle", [(["0", "x"], "'x'"), (["1", "1"], "seed 1 is given twice"),
+                                           (["-3"], "-3 is negative"), ([], "at least one seed")])
+def test_bad_seeds_are_one_line_errors(seeds, needle):
+    from skinlib.errors import SkinlibError
+    from skinlib.pipeline import check_seeds
+
+    with pytest.raises(SkinlibError, match=re.escape(needle)):
+        check_seeds(seeds)

@@ -97,3 +97,56 @@ def test_fast_uap_settings_are_checked(tmp_path, key, value, allowed):
         load_profile(_write(tmp_path, f"name: x\nuap:\n  {key}: {value}\n"))
     msg = str(err.value)
     assert f"uap.{key}" in msg and allowed in msg and "p.yml" in msg and "\n" not in msg
+
+
+def test_empty_profile_is_an_error_naming_the_file(tmp_path):
+    for text in ("", "# only a comment\n", "{}\n"):
+        with pytest.raises(SkinlibError, match=r"p\.yml: empty profile"):
+            load_profile(_write(tmp_path, text))
+
+
+def test_profile_without_name_is_named_after_its_file(tmp_path):
+    path = tmp_path / "my-trial.yml"
+    path.write_text("models: [resnet_tiny]\n")
+    assert load_profile(path).name == "my-trial"
+
+
+@pytest.mark.parametrize("text, key", [
+    ("fgsm:\n  eps: 0\n", "fgsm.eps"),
+    ("fgsm:\n  eps: 1.5\n", "fgsm.eps"),
+    ("fgsm:\n  eps_sweep: [0.01, -0.1]\n", "fgsm.eps_sweep"),
+    ("uap:\n  eps: 2\n", "uap.eps"),
+    ("poisoning:\n  fractions: [0.1, 1.2]\n", "poisoning.fractions"),
+    ("retraining:\n  fraction: -0.5\n", "retraining.fraction"),
+    ("data:\n  fractions: [1.2, -0.1, -0.1]\n", "data.fractions"),
+    ("seeds: [0, 1.5]\n", "seeds[1]"),
+    ("seeds: [0, x]\n", "seeds[1]"),
+    ("seeds: 3\n", "seeds"),
+    ("seeds: [0, 0]\n", "seeds"),
+    ("seeds: [0, -1]\n", "seeds"),
+    ("seed: 1\nseeds: [0, 1]\n", "seed"),
+])
+def test_values_out_of_range_name_the_key(tmp_path, text, key):
+    with pytest.raises(SkinlibError) as err:
+        load_profile(_write(tmp_path, "name: x\n" + text))
+    msg = str(err.value)
+    assert key in msg and "p.yml" in msg and "\n" not in msg
+
+
+def test_seeds_default_to_seed_and_the_first_is_primary(tmp_path):
+    assert load_profile(_write(tmp_path, "name: x\nseed: 3\n")).seeds == [3]
+    p = load_profile(_write(tmp_path, "name: x\nseeds: [2, 5]\n"))
+    assert (p.seed, p.primary_seed) == (2, 2)
+    assert apply_overrides(p, {"seed": 5}).primary_seed == 2  # a notebook run for seed 5
+
+
+@pytest.mark.parametrize("text, needle", [("", "empty profile"), ("name: x\nfgsm:\n  eps: 3\n", "fgsm.eps")])
+def test_cli_bad_profile_writes_nothing(tmp_path, text, needle):
+    import os
+
+    path = _write(tmp_path, text)
+    env = dict(os.environ, SKINLIB_RESULTS_DIR=str(tmp_path / "results"), SKINLIB_CACHE_DIR=str(tmp_path / "c"))
+    proc = subprocess.run([sys.executable, "-m", "skinlib", "run", "--profile", str(path)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "c").exists()
