@@ -84,7 +84,7 @@ display(Markdown("\n\n".join(f"- {verdicts.verdict_sentence(row, cfg.eps * 255)}
 # system without real robustness must fall to about 0.
 
 # %% tags=["hide-input"]
-for model in run.profile.models:
+for model in experiments.adaptive_models(run):
     show(run, plots.adaptive_curves(curves, model, cfg.eps * 255), f"exp4_curves_{model}")
 
 # %% [markdown]
@@ -96,7 +96,7 @@ for model in run.profile.models:
 # worst case counts an image as lost when any white-box attack broke it.
 
 # %% tags=["hide-input"]
-for model in run.profile.models:
+for model in experiments.adaptive_models(run):
     display(Markdown(f"**{model}: clean, grey box and transfer**"))
     display(verdicts.adaptive_table(results, model, ("clean", "greybox", "transfer")))
     display(Markdown(f"**{model}: white box, through the defence**"))

@@ -390,6 +390,11 @@ ADAPTIVE_SYSTEMS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+def adaptive_models(run: Run) -> list[str]:
+    """The models experiment 4 evaluates: ``adaptive.models``, or every model of the profile."""
+    return list(run.profile.adaptive.models or run.profile.models)
+
+
 def adaptive_subset(run: Run) -> np.ndarray:
     """Indices (into the test split) of the seeded subset the adaptive attacks run on; sorted."""
     n_test = len(run.splits["test"])
@@ -487,7 +492,7 @@ def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
     seed = run.profile.seed
     curves: list[dict[str, Any]] = []
     out = {}
-    for name in run.profile.models:
+    for name in adaptive_models(run):
         base, _ = run.classifier(name)
         surrogate, _ = run.classifier(name, seed=seed + cfg.surrogate_seed)
         outcome = ModelOutcome(extras={"subset": len(idx)})

@@ -103,6 +103,7 @@ class AdaptiveConfig:
     """Experiment 4: the adaptive evaluation of every defence (attacks at ``eps``, L-inf)."""
 
     eps: float = 2 / 255
+    models: Optional[list[str]] = None  # the profile's models it evaluates (None: all of them)
     eps_curve: list[float] = field(default_factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255])
     n_images: Optional[int] = None  # the seeded test subset every adaptive attack runs on (None: the whole test set)
     steps: int = 20  # PGD and APGD iterations of the headline rows
@@ -267,6 +268,10 @@ def _validate(profile: Profile, origin: str) -> Profile:
     for m in profile.models:
         if m not in MODELS:
             raise SkinlibError(f"{origin}: models: unknown model {m!r}; valid: {', '.join(MODELS)}")
+    for m in profile.adaptive.models or []:
+        if m not in profile.models:
+            raise SkinlibError(f"{origin}: adaptive.models: {m!r} is not one of the profile's models "
+                               f"({', '.join(profile.models)})")
     return profile
 
 
