@@ -110,7 +110,7 @@ def test_killed_run_resumes_and_matches(smoke_run, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "results" / "smoke" / "exp0_classifier.csv").exists()
-    unfinished = [d for d in steps.iterdir() if not (d / "DONE.json").exists()]
+    unfinished = [d for d in steps.iterdir() if d.is_dir() and not (d / "DONE.json").exists()]
     assert unfinished, "the killed step should be unfinished"
 
     again = _run(tmp_path, "--only", "exp0_classifier")
