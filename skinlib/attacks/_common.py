@@ -103,3 +103,25 @@ def amplify_for_display(delta: np.ndarray) -> np.ndarray:
 def flip_rate(clean_pred: np.ndarray, adv_pred: np.ndarray) -> float:
     """Share of images whose prediction changed (Moosavi-Dezfooli et al.'s fooling rate)."""
     return float(np.mean(np.asarray(clean_pred) != np.asarray(adv_pred))) if len(clean_pred) else 0.0
+
+
+def art_per_eps(make_attack: Callable[[float], Any], x: np.ndarray, y_onehot: Optional[np.ndarray],
+                eps: Sequence[float], seed: int) -> dict[float, np.ndarray]:
+    """``{eps: make_attack(eps).generate(x, y_onehot)}`` for ART attacks, clipped to ``[0, 1]``.
+
+    ART draws its random starts and orders from NumPy's global generator: it is seeded
+    with ``seed`` before each eps and restored afterwards. ``eps == 0`` returns ``x``.
+    """
+    out: dict[float, np.ndarray] = {}
+    state = np.random.get_state()
+    try:
+        for e in eps:
+            if e == 0:
+                out[e] = x.copy()
+                continue
+            attack = make_attack(e)
+            np.random.seed(seed)
+            out[e] = np.clip(attack.generate(x, y_onehot), 0.0, 1.0).astype(np.float32)
+    finally:
+        np.random.set_state(state)
+    return out

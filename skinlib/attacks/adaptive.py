@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from skinlib import tf_backend
-from skinlib.attacks._common import _check_eps_list, _check_positive_int, _labels, as_float_images
+from skinlib.attacks._common import _check_eps_list, _check_positive_int, _labels, art_per_eps, as_float_images
 from skinlib.errors import SkinlibError
 from skinlib.labels import CLASS_INDEX, CLASSES, GROUPINGS, NUM_CLASSES
 
@@ -239,21 +239,9 @@ def apgd(classifier: Any, x: np.ndarray, y: Optional[np.ndarray], eps_list: Sequ
     y = _labels(y, len(x))
     if y is None:
         y = tf_backend.predict_labels(classifier, x)
-    out: dict[float, np.ndarray] = {}
-    state = np.random.get_state()
-    try:
-        for e in eps:
-            if e == 0:
-                out[e] = x.copy()
-                continue
-            attack = AutoProjectedGradientDescent(classifier, norm=np.inf, eps=e, eps_step=2 * e, max_iter=steps,
-                                                  targeted=False, nb_random_init=restarts, batch_size=batch_size,
-                                                  loss_type=losses[loss], verbose=False)
-            np.random.seed(seed)
-            out[e] = np.clip(attack.generate(x, tf_backend.one_hot(y, NUM_CLASSES)), 0.0, 1.0).astype(np.float32)
-    finally:
-        np.random.set_state(state)
-    return out
+    return art_per_eps(lambda e: AutoProjectedGradientDescent(
+        classifier, norm=np.inf, eps=e, eps_step=2 * e, max_iter=steps, targeted=False, nb_random_init=restarts,
+        batch_size=batch_size, loss_type=losses[loss], verbose=False), x, tf_backend.one_hot(y, NUM_CLASSES), eps, seed)
 
 
 def square(classifier: Any, x: np.ndarray, y: Optional[np.ndarray], eps_list: Sequence[float], *,
@@ -282,20 +270,9 @@ def square(classifier: Any, x: np.ndarray, y: Optional[np.ndarray], eps_list: Se
     y = _labels(y, len(x))
     if y is None:
         y = tf_backend.predict_labels(classifier, x)
-    out: dict[float, np.ndarray] = {}
-    state = np.random.get_state()
-    try:
-        for e in eps:
-            if e == 0:
-                out[e] = x.copy()
-                continue
-            attack = SquareAttack(classifier, norm=np.inf, eps=e, max_iter=queries, p_init=p_init,
-                                  nb_restarts=restarts, batch_size=batch_size, verbose=False)
-            np.random.seed(seed)
-            out[e] = np.clip(attack.generate(x, tf_backend.one_hot(y, NUM_CLASSES)), 0.0, 1.0).astype(np.float32)
-    finally:
-        np.random.set_state(state)
-    return out
+    return art_per_eps(lambda e: SquareAttack(
+        classifier, norm=np.inf, eps=e, max_iter=queries, p_init=p_init, nb_restarts=restarts, batch_size=batch_size,
+        verbose=False), x, tf_backend.one_hot(y, NUM_CLASSES), eps, seed)
 
 
 def worst_case(y: np.ndarray, predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

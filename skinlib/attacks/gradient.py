@@ -13,7 +13,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from skinlib import tf_backend
-from skinlib.attacks._common import _check_eps_list, _check_norm, _check_positive_int, _labels, as_float_images
+from skinlib.attacks._common import (_check_eps_list, _check_norm, _check_positive_int, _labels, art_per_eps,
+                                     as_float_images)
 from skinlib.errors import SkinlibError
 
 
@@ -89,19 +90,7 @@ def pgd_art(classifier: Any, x: np.ndarray, y: Optional[np.ndarray], eps_list: S
     x = as_float_images(x)
     y = _labels(y, len(x))
     yh = None if y is None else tf_backend.one_hot(y, classifier.nb_classes)
-    out: dict[float, np.ndarray] = {}
-    state = np.random.get_state()
-    try:
-        for e in eps:
-            if e == 0:
-                out[e] = x.copy()
-                continue
-            attack = ProjectedGradientDescent(
-                classifier, norm=np.inf if norm == "inf" else 2, eps=e,
-                eps_step=float(step_size) if step_size is not None else e / 4, max_iter=steps,
-                targeted=False, num_random_init=1, batch_size=batch_size, verbose=False)
-            np.random.seed(seed)
-            out[e] = attack.generate(x, yh).astype(np.float32)
-    finally:
-        np.random.set_state(state)
-    return out
+    return art_per_eps(lambda e: ProjectedGradientDescent(
+        classifier, norm=np.inf if norm == "inf" else 2, eps=e,
+        eps_step=float(step_size) if step_size is not None else e / 4, max_iter=steps,
+        targeted=False, num_random_init=1, batch_size=batch_size, verbose=False), x, yh, eps, seed)
