@@ -600,7 +600,11 @@ def _recap_value(d: pd.DataFrame, where: str, param: Any) -> tuple[float, float,
     if len(rows) > 1 and (rows["param"] == "").any():
         rows = rows[rows["param"] == ""]
     if len(rows) > 1 and "experiment" in rows.columns:
-        first = next((e for e in ("exp0_classifier",) if (rows["experiment"] == e).any()), None)
+        # the same cell written by several chapters (exp4 repeats the thesis's grey-box FGSM):
+        # take the earliest chapter in run order, the one the thesis's figure reports
+        from skinlib.pipeline import EXPERIMENTS
+
+        first = next((e for e in EXPERIMENTS if (rows["experiment"] == e).any()), None)
         if first:
             rows = rows[rows["experiment"] == first]
     if len(rows) > 1:
