@@ -4,7 +4,11 @@
 - ``skinlib page --profile NAME [--seed K] PAGE``: one page of one seed (the Snakemake jobs)
 - ``skinlib aggregate --profile NAME --seeds K ...``: the table over seeds (``seeds.csv``)
 - ``skinlib data check --source SOURCE --data-dir PATH [--size PX]``
-- ``skinlib book --profile NAME``: publish a profile's executed notebooks into ``book/``.
+- ``skinlib book --profile NAME [--stage-only]``: build a profile's book into ``book/_build/NAME/``
+  (the published book, the committed ``ham10000`` run, is ``jupyter-book build book/``).
+
+``skinlib run`` writes only into the results (and cache) folders: it never changes ``book/``.
+Folders belong to the project the command runs in (see :mod:`skinlib.paths`).
 
 Bad input prints one line on stderr naming the file or key, and exits with code 2.
 """
@@ -29,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", default=None, help="data folder (else SKINLIB_DATA_DIR or the profile's)")
     run.add_argument("--only", nargs="+", metavar="EXP", help="run only these experiments/pages")
     run.add_argument("--force", action="store_true", help="recompute every step instead of reusing the cache")
-    run.add_argument("--no-publish", action="store_true", help="do not copy the notebooks into book/")
+    # accepted for compatibility: `skinlib run` no longer writes into book/ (see `skinlib book`)
+    run.add_argument("--no-publish", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--seeds", nargs="+", metavar="K",
                      help="training seeds to run (default: the profile's seeds); the first seed of the profile "
                           "writes results/NAME/, seed K results/NAME/seed-K/")
@@ -55,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--split", default="by_lesion", choices=["by_lesion", "by_image"])
     check.add_argument("--seed", type=int, default=0)
 
-    book = sub.add_parser("book", help="publish a profile's executed notebooks into book/")
-    book.add_argument("--profile", required=True)
+    book = sub.add_parser("book", help="build a profile's book into book/_build/NAME/ (git-ignored)")
+    book.add_argument("--profile", required=True, help="profile name (its results/NAME/ are shown)")
+    book.add_argument("--stage-only", action="store_true",
+                      help="only stage the sources (book/_build/NAME/src), do not run jupyter-book")
     return parser
 
 
@@ -139,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from skinlib.pipeline import run
 
             prov = run(args.profile, data_dir=args.data_dir, only=args.only, seeds=args.seeds, force=args.force,
-                       publish=not args.no_publish, log_output=args.verbose)
+                       log_output=args.verbose)
             failed = [f"{p} (seed {seed})" for seed, pages in prov.get("seed_runs", {}).items()
                       for p, status in pages.items() if status == "failed"]
             if failed:
@@ -169,10 +176,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(data_check(args.source, args.data_dir, args.size, args.split, args.seed))
             return 0
         if args.command == "book":
-            from skinlib.pipeline import publish_book
+            from skinlib.pipeline import build_book
+            from skinlib.profiles import load_profile
 
-            for path in publish_book(args.profile):
-                print(path)
+            name = load_profile(args.profile).name
+            built = build_book(name, build=not args.stage_only)
+            if built["returncode"] is None:
+                print(f"book of profile {name}: sources staged in {built['src']}")
+                return 0
+            if built["returncode"] != 0:
+                print(f"skinlib: the book of profile {name} did not build (jupyter-book exit code "
+                      f"{built['returncode']}); see {built['log']}", file=sys.stderr)
+                return 1
+            print(f"book of profile {name}: open {built['html'] / 'index.html'}")
             return 0
     except SkinlibError as exc:
         print(f"skinlib: error: {exc}", file=sys.stderr)

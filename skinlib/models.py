@@ -40,6 +40,7 @@ from keras import layers, ops
 from skinlib.errors import SkinlibError
 from skinlib.labels import NUM_CLASSES
 from skinlib.metrics import model_metrics
+from skinlib.paths import show_progress
 from skinlib.profiles import TrainConfig
 
 __all__ = [
@@ -581,7 +582,7 @@ def _compile(model: keras.Model, lr: float, steps: int, jit: bool) -> None:
 
 def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                 cfg: TrainConfig, workdir: str | Path, *, class_weight: Optional[dict[int, float]] = None,
-                seed: int = 0, epochs: Optional[int] = None, verbose: int = 1,
+                seed: int = 0, epochs: Optional[int] = None, verbose: Optional[int] = None,
                 deterministic: bool = True) -> dict[str, list[float]]:
     """Train ``model`` in place; resumable; keeps the best-on-validation weights.
 
@@ -674,7 +675,8 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
             first = max(state["epoch"], start)
             ckpt = _Checkpointer(workdir, state, (xv, yv), cfg.batch_size, phase)
             model.fit(data.dataset(first, end), epochs=end, initial_epoch=first, steps_per_epoch=data.steps,
-                      callbacks=[ckpt], verbose=verbose, shuffle=False)
+                      callbacks=[ckpt], shuffle=False,
+                      verbose=(1 if show_progress() else 0) if verbose is None else verbose)
         start = end
 
     if state["best"] is not None:

@@ -9,7 +9,17 @@ call ``skinlib page``), so there is one code path and the CSVs are byte-identica
 Each page is executed into a staging folder; only a notebook that ran to the end is
 promoted, with its results, into the seed's results folder (files renamed into place).
 A failed or killed page never replaces the last good results of that profile; it is
-recorded as failed in ``provenance.json`` and shown as failed in the book.
+recorded as failed in ``provenance.json`` and shown as failed in the book: a notice with
+the error is put at the top of its last good notebook in ``results/<profile>/notebooks/``
+(or, when it never succeeded, a failure page takes its place there).
+
+The book: ``results/<profile>/notebooks/`` holds each page as the book shows it (progress
+bars stripped, parameter cells removed, set-up code hidden: :func:`tidy_notebook`).
+The published book (``jupyter-book build book/``) reads the committed ``ham10000`` run
+through the tracked link ``book/experiments -> ../results/ham10000/notebooks``;
+``skinlib run`` never writes into ``book/``. :func:`build_book` (``skinlib book``) builds
+the book of any profile in ``book/_build/<profile>/`` (git-ignored) from a staged copy of
+the chapters, with a placeholder for each page the profile has not run.
 
 Results folders (:func:`seed_dir`): the profile's primary seed (the first of its
 ``seeds``) writes ``results/<profile>/`` itself, the folder the book shows; every other
@@ -29,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -42,7 +53,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from skinlib.errors import SkinlibError
-from skinlib.paths import BOOK_DIR, NOTEBOOKS_DIR, PROFILES_DIR, ROOT, results_dir
+from skinlib.paths import BOOK_DIR, NOTEBOOKS_DIR, PROFILES_DIR, PROGRESS_ENV, PROJECT_ENV, ROOT, results_dir
 from skinlib.profiles import Profile, apply_overrides, load_profile
 from skinlib.steps import FORCE_ENV
 
@@ -84,8 +95,10 @@ PACKAGES = ("tensorflow", "keras", "adversarial-robustness-toolbox", "numpy", "p
             "scikit-learn", "pandas", "seaborn", "matplotlib", "papermill", "jupytext",
             "jupyter-book", "myst-nb", "snakemake")
 
-#: Environment of the notebook kernels: TensorFlow's C++ and absl start-up lines stay out.
-KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+#: Environment of the notebook kernels (a variable already set in the environment wins):
+#: TensorFlow's C++ and absl start-up lines stay out, no progress bars (Keras, tqdm) are
+#: drawn into the stored outputs, and the kernels resolve this run's project folder.
+KERNEL_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", PROGRESS_ENV: "0", PROJECT_ENV: str(ROOT)}
 
 
 # --------------------------------------------------------------------------- folders and page lists
@@ -347,6 +360,9 @@ def execute_one(profile: Profile, page: str, seed: Optional[int] = None, *, log_
         try:
             with _quiet_stderr(grid / f"{page}.log"):
                 execute_page(page, run_profile, staging, log_output=log_output)
+            executed = staging / "notebooks" / f"{page}.ipynb"
+            if executed.is_file():
+                tidy_notebook_file(executed)
             _promote(staging, out)
             (out / "failed" / f"{page}.ipynb").unlink(missing_ok=True)
             record["status"] = "ok"
@@ -362,6 +378,7 @@ def execute_one(profile: Profile, page: str, seed: Optional[int] = None, *, log_
                 os.replace(failed_nb, out / "failed" / f"{page}.ipynb")
                 record["failed_notebook"] = str(out / "failed" / f"{page}.ipynb")
             shutil.rmtree(staging, ignore_errors=True)
+            mark_failed(out, profile.name, page, record)
         finally:
             for k, v in saved_env.items():
                 if v is None:
@@ -391,10 +408,12 @@ def execute_one(profile: Profile, page: str, seed: Optional[int] = None, *, log_
 
 
 def run(profile_name: str, *, data_dir: Optional[str] = None, only: Optional[Sequence[str]] = None,
-        seeds: Optional[Sequence[Any]] = None, force: bool = False, publish: bool = True,
+        seeds: Optional[Sequence[Any]] = None, force: bool = False,
         log_output: bool = False) -> dict[str, Any]:
     """Execute the pages of ``profile_name`` for each of ``seeds`` (default: the profile's
     ``seeds``), one after another; then, with more than one seed, the table over seeds.
+    Nothing is written outside the results (and cache) folders: the book of the run is
+    built by :func:`build_book`.
 
     Returns the provenance record of the primary seed when it ran (else of the last seed),
     with ``seed_runs`` mapping each seed to its pages' statuses.
@@ -430,8 +449,6 @@ def run(profile_name: str, *, data_dir: Optional[str] = None, only: Optional[Seq
             os.environ.pop(FORCE_ENV, None)
         else:
             os.environ[FORCE_ENV] = previous_force
-    if publish and profile.primary_seed in seed_list:
-        publish_book(profile.name)
     shown = profile.primary_seed if profile.primary_seed in seed_list else seed_list[-1]
     prov = _read_json(seed_dir(profile, shown) / "provenance.json")
     prov["seed_runs"] = statuses
@@ -499,54 +516,228 @@ def _check_data(profile: Profile) -> None:
             raise SkinlibError(f"{profile.data.data_dir}: data folder does not exist")
 
 
-def _notice_cell(text: str) -> dict[str, Any]:
+
+# --------------------------------------------------------------------------- the book's pages
+
+#: Key of the notebook (and cell) metadata the pipeline writes: notices and placeholders.
+NB_META = "skinlib"
+#: Tags of the cells that hold the parameters (papermill's and the injected ones).
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+#: A line of progress output: carriage returns or backspaces (a bar redrawn in place),
+#: Keras' bar characters and epoch headers, tqdm's ``n/N [.., it/s]`` tail.
+_PROGRESS_LINE = re.compile(r"[\r\x08]|━|^\s*Epoch \d+/\d+\s*$|\|\s*\d+/\d+ \[[^\]]*(it|img)/s\]")
+
+
+def strip_progress(text: str) -> str:
+    """``text`` without its progress-bar lines (Keras ``fit``, tqdm)."""
+    lines = text.split("\n")
+    kept = [ln for ln in lines if not _PROGRESS_LINE.search(ln)]
+    return "\n".join(kept) if len(kept) != len(lines) else text
+
+
+def tidy_notebook(nb: Any) -> Any:
+    """The executed notebook ``nb`` as the book shows it (changed in place and returned).
+
+    - Progress-bar lines are dropped from the stream outputs (a stream left empty goes).
+    - The parameter cells (``parameters``, ``injected-parameters``) are tagged
+      ``remove-cell``: they matter for provenance (they stay in the file), not for reading.
+    - The set-up cells before the page's first section (imports and the profile banner,
+      tagged ``hide-input`` in the sources) become ``remove-input``: their output (the
+      banner) shows, with no "show code" bar stacked above it.
+
+    Idempotent; cells, sources and every other output are left as they are.
+    """
+    seen_code = False
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown":
+            if seen_code:
+                break
+            continue
+        if cell.get("cell_type") != "code":
+            continue
+        seen_code = True
+        tags = list(cell.get("metadata", {}).get("tags", []))
+        if set(PARAMETER_TAGS) & set(tags):
+            tags = [t for t in tags if t not in ("hide-cell", "hide-input", "remove-cell")] + ["remove-cell"]
+        elif "hide-input" in tags:
+            tags = [("remove-input" if t == "hide-input" else t) for t in tags]
+        else:
+            continue
+        cell.setdefault("metadata", {})["tags"] = tags
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code" or not cell.get("outputs"):
+            continue
+        outputs = []
+        for out in cell["outputs"]:
+            if out.get("output_type") == "stream":
+                text = out.get("text", "")
+                text = strip_progress("".join(text) if isinstance(text, list) else text)
+                if not text.strip():
+                    continue
+                out["text"] = text
+            outputs.append(out)
+        cell["outputs"] = outputs
+    return nb
+
+
+def _write_notebook(nb: Any, path: Path) -> None:
     import nbformat
 
-    return nbformat.v4.new_markdown_cell(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    nbformat.write(nb, str(tmp))
+    os.replace(tmp, path)
 
 
-def publish_book(profile_name: str, book_dir: Path = BOOK_DIR) -> list[Path]:
-    """Copy the executed pages of ``profile_name`` into ``book/experiments/``.
+def tidy_notebook_file(path: Path) -> None:
+    """:func:`tidy_notebook` on the notebook file ``path`` (rewritten whole)."""
+    import nbformat
 
-    A page whose latest run failed gets a warning at its top (with the error) above its
-    last good version, or becomes a failure page when it never succeeded; a page not run
-    yet in this profile says so. Nothing else in the book is touched.
+    _write_notebook(tidy_notebook(nbformat.read(str(path), as_version=4)), path)
+
+
+def _title(page: str) -> str:
+    return page.replace("_", " ")
+
+
+def _notice(text: str, kind: str) -> Any:
+    import nbformat
+
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell.metadata[NB_META] = {"notice": kind}
+    return cell
+
+
+def _placeholder(page: str, kind: str, notice: Any) -> Any:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata[NB_META] = {"placeholder": kind, "page": page}
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {_title(page)}"))
+    nb.cells.append(notice)
+    return nb
+
+
+def is_placeholder(nb: Any) -> bool:
+    """Whether ``nb`` is a failure or not-run page written by the pipeline, not a run's notebook."""
+    return bool(nb.get("metadata", {}).get(NB_META, {}).get("placeholder"))
+
+
+def _failure_notice(profile_name: str, record: dict[str, Any], has_good: bool) -> Any:
+    lead = "The results below are from its last successful run." if has_good else "It has no successful run yet."
+    return _notice(f"```{{error}}\nThe latest run of this page (profile `{profile_name}`, {record.get('ended', '')}) "
+                   f"failed: `{record.get('error', 'unknown error')}`. {lead}\n```", "failed")
+
+
+def not_run_page(profile_name: str, page: str) -> Any:
+    """The page shown for ``page`` where profile ``profile_name`` has not run it yet."""
+    return _placeholder(page, "not-run", _notice(
+        f"```{{warning}}\nThis page has not been run yet for profile `{profile_name}`: "
+        f"run `skinlib run --profile {profile_name} --only {page}`.\n```", "not-run"))
+
+
+def with_failure_notice(nb: Optional[Any], profile_name: str, page: str, record: dict[str, Any]) -> Any:
+    """The page to show when the latest run of ``page`` failed: the last good notebook
+    ``nb`` with an error notice at its top (under the title), or a failure page when
+    there is none (``nb`` is None or a placeholder). An older notice is replaced."""
+    if nb is None or is_placeholder(nb):
+        return _placeholder(page, "failed", _failure_notice(profile_name, record, False))
+    nb.cells = [c for c in nb.cells if not c.get("metadata", {}).get(NB_META, {}).get("notice")]
+    at = 1 if nb.cells and nb.cells[0].get("cell_type") == "markdown" else 0
+    nb.cells.insert(at, _failure_notice(profile_name, record, True))
+    return nb
+
+
+def mark_failed(out: Path, profile_name: str, page: str, record: dict[str, Any]) -> Path:
+    """Show the failure of ``page`` where the book reads it: in ``<out>/notebooks/<page>.ipynb``
+    (its last good version gets the error notice on top, or a failure page is written)."""
+    import nbformat
+
+    path = out / "notebooks" / f"{page}.ipynb"
+    nb = None
+    if path.is_file():
+        try:
+            nb = nbformat.read(str(path), as_version=4)
+        except Exception:  # an unreadable notebook is replaced by the failure page
+            nb = None
+    _write_notebook(with_failure_notice(nb, profile_name, page, record), path)
+    return path
+
+
+# --------------------------------------------------------------------------- the book of a profile
+
+#: The book's documents that runs produce: ``experiments/<page>`` (see ``_toc.yml``).
+BOOK_PAGES_DIR = "experiments"
+
+
+def book_dir(profile_name: str) -> Path:
+    """Where :func:`build_book` works for ``profile_name``: ``book/_build/<profile>/``
+    (``src/`` the staged sources, ``_build/html/`` the HTML, ``build.log``)."""
+    from skinlib.paths import safe_name
+
+    return BOOK_DIR / "_build" / safe_name(profile_name, "profile name")
+
+
+def stage_book(profile_name: str, dest: Optional[Path] = None) -> Path:
+    """Stage the book of ``profile_name`` in ``dest`` (default ``book_dir(profile)/src``).
+
+    The chapters of ``book/`` and the configuration (``_config.yml``, ``_toc.yml`` as
+    files), and ``experiments/<page>.ipynb`` for every page: the profile's executed
+    notebook (:func:`tidy_notebook`; a failed latest run keeps its notice), a failure
+    page, or a page saying it has not been run yet. Returns ``dest``.
     """
     import nbformat
 
+    dest = Path(dest) if dest is not None else book_dir(profile_name) / "src"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for entry in sorted(BOOK_DIR.iterdir()):
+        if entry.name in ("_build", BOOK_PAGES_DIR) or entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, dest / entry.name, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+        else:
+            shutil.copy(entry, dest / entry.name)  # follows the _config.yml/_toc.yml links
     out = results_dir(profile_name)
     prov = _read_json(out / "provenance.json")
-    target = book_dir / "experiments"
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
     for page in ALL_PAGES:
         good = out / "notebooks" / f"{page}.ipynb"
         record = prov.get("experiments", {}).get(page, {})
-        title = page.replace("_", " ")
-        if good.is_file():
-            nb = nbformat.read(good, as_version=4)
-        else:
-            nb = nbformat.v4.new_notebook()
-            nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}"))
-            if record.get("status") != "failed":
-                nb.cells.append(_notice_cell(
-                    f"```{{warning}}\nThis page has not been run yet for profile `{profile_name}`: "
-                    f"run `skinlib run --profile {profile_name} --only {page}`.\n```"))
-        for cell in nb.cells:  # the parameter cells matter for provenance, not for reading
-            tags = cell.get("metadata", {}).get("tags", [])
-            if {"parameters", "injected-parameters"} & set(tags) and "hide-cell" not in tags:
-                cell.setdefault("metadata", {})["tags"] = [*tags, "hide-cell"]
-        if record.get("status") == "failed":
-            when = record.get("ended", "")
-            lead = ("The results below are from its last successful run." if good.is_file()
-                    else "It has no successful run yet.")
-            notice = (f"```{{error}}\nThe latest run of this page (profile `{profile_name}`, {when}) "
-                      f"failed: `{record.get('error', 'unknown error')}`. {lead}\n```")
-            insert_at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
-            nb.cells.insert(insert_at, _notice_cell(notice))
-        dst = target / f"{page}.ipynb"
-        tmp = dst.with_name(dst.name + ".tmp")
-        nbformat.write(nb, str(tmp))
-        os.replace(tmp, dst)
-        written.append(dst)
-    return written
+        nb = nbformat.read(str(good), as_version=4) if good.is_file() else None
+        if nb is None:
+            nb = (with_failure_notice(None, profile_name, page, record) if record.get("status") == "failed"
+                  else not_run_page(profile_name, page))
+        _write_notebook(tidy_notebook(nb), dest / BOOK_PAGES_DIR / f"{page}.ipynb")
+    return dest
+
+
+def jupyter_book() -> str:
+    """The ``jupyter-book`` command beside this Python, else on ``PATH``."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    found = str(exe) if exe.is_file() else shutil.which("jupyter-book")
+    if not found:
+        raise SkinlibError("jupyter-book is not installed (pip install -e .)")
+    return found
+
+
+def build_book(profile_name: str, *, build: bool = True) -> dict[str, Any]:
+    """Build the book of ``profile_name`` into ``book/_build/<profile>/`` (git-ignored).
+
+    Stages the sources (:func:`stage_book`), then runs ``jupyter-book build`` on them
+    (nothing is executed: the pages are the stored notebooks); its output goes to
+    ``build.log`` there. Returns ``{"src", "html", "log", "returncode"}``; with
+    ``build=False`` only stages (``returncode`` None).
+    """
+    base = book_dir(profile_name)
+    src = stage_book(profile_name, base / "src")
+    html = base / "_build" / "html"
+    log = base / "build.log"
+    result: dict[str, Any] = {"src": src, "html": html, "log": log, "returncode": None}
+    if not build:
+        return result
+    with open(log, "wb") as fh:
+        proc = subprocess.run([jupyter_book(), "build", str(src), "--path-output", str(base)],
+                              stdout=fh, stderr=subprocess.STDOUT, cwd=str(ROOT))
+    result["returncode"] = proc.returncode
+    return result

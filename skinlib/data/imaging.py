@@ -28,6 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from skinlib.errors import SkinlibError
+from skinlib.paths import show_progress
 
 #: Colour that transparent pixels are composited onto.
 BACKGROUND = (255, 255, 255)
@@ -150,7 +151,7 @@ def decode_many(paths: Sequence[Path], size: int, desc: str = "decoding",
     if not paths:
         return out
     n_workers = default_workers() if workers is None else max(1, int(workers))
-    disable = None if progress is None else not progress
+    disable = (None if show_progress() else True) if progress is None else not progress
     with tqdm(total=len(paths), desc=desc, unit="img", disable=disable) as bar:
         if n_workers == 1:
             for i, p in enumerate(paths):

@@ -378,8 +378,10 @@ def _resize_square(images: np.ndarray, size: int, desc: str) -> np.ndarray:
         return np.ascontiguousarray(images)
     from tqdm.auto import tqdm
 
+    from skinlib.paths import show_progress
+
     out = np.empty((len(images), size, size, 3), dtype=np.uint8)
-    for i in tqdm(range(len(images)), desc=desc, unit="img", disable=None):
+    for i in tqdm(range(len(images)), desc=desc, unit="img", disable=None if show_progress() else True):
         out[i] = np.asarray(imaging.square_resize(Image.fromarray(images[i]), size))
     return out
 
