@@ -25,8 +25,7 @@ from typing import Any, Optional
 import yaml
 
 from skinlib.errors import SkinlibError
-
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+from skinlib.paths import PROFILES_DIR  # noqa: F401  (the project folder's profiles/, see skinlib.paths)
 
 
 @dataclass
