@@ -1,5 +1,7 @@
-# The two commands: `make book` (run every experiment of PROFILE, build the book)
-# and `make test` (install what the tests need, run them). Everything lives in .venv.
+# The two commands: `make book` (run every experiment of PROFILE, build its book into
+# book/_build/PROFILE/) and `make test` (install what the tests need, run them).
+# `make html` builds the published book (the committed ham10000 run) into book/_build/html/.
+# Running never changes tracked files outside results/PROFILE/. Everything lives in .venv.
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -11,13 +13,13 @@ DATA_DIR ?=
 
 book: $(STAMP)
 	@status=0; $(BIN)/skinlib run --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") || status=$$?; \
-	$(BIN)/jupyter-book build book/ && echo "book: open book/_build/html/index.html"; exit $$status
+	$(BIN)/skinlib book --profile $(PROFILE) || status=$$?; exit $$status
 
 run: $(STAMP)
 	$(BIN)/skinlib run --profile $(PROFILE) $(if $(DATA_DIR),--data-dir "$(DATA_DIR)")
 
 html: $(STAMP)
-	$(BIN)/jupyter-book build book/
+	$(BIN)/jupyter-book build book/ && echo "book: open book/_build/html/index.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
