@@ -29,21 +29,50 @@ def test_failed_page_keeps_last_good_results(isolated_dirs, monkeypatch, tmp_pat
         raise RuntimeError("ValueError: something broke in cell 4")
 
     monkeypatch.setattr(pipeline, "execute_page", crash)
-    book = tmp_path / "book"
-    monkeypatch.setattr(pipeline, "BOOK_DIR", book)
-    prov = pipeline.run("smoke", only=["exp0_classifier"], publish=False, log_output=False)
+    prov = pipeline.run("smoke", only=["exp0_classifier"], log_output=False)
 
     assert (out / "exp0_classifier.csv").read_text() == "last good\n"
     record = prov["experiments"]["exp0_classifier"]
     assert record["status"] == "failed" and "something broke" in record["error"]
     assert json.loads((out / "provenance.json").read_text())["experiments"]["exp0_classifier"]["status"] == "failed"
 
-    pipeline.publish_book("smoke", book_dir=book)
-    page = nbformat.read(book / "experiments" / "exp0_classifier.ipynb", as_version=4)
+    # where the book reads the page: the last good version, the error on top
+    page = nbformat.read(out / "notebooks" / "exp0_classifier.ipynb", as_version=4)
+    assert page.cells[0].source == "# exp0_classifier"
     notice = page.cells[1].source
     assert "{error}" in notice and "something broke" in notice and "last successful run" in notice
-    never_run = nbformat.read(book / "experiments" / "exp2_2_uap.ipynb", as_version=4)
+    assert not pipeline.is_placeholder(page)
+
+    # failing again: one notice (the latest), not two
+    def crash_again(page, profile, staging, log_output=True):
+        raise RuntimeError("KeyError: x")
+
+    monkeypatch.setattr(pipeline, "execute_page", crash_again)
+    pipeline.run("smoke", only=["exp0_classifier"], log_output=False)
+    page = nbformat.read(out / "notebooks" / "exp0_classifier.ipynb", as_version=4)
+    notices = [c for c in page.cells if "{error}" in c.source]
+    assert len(notices) == 1 and "KeyError: x" in notices[0].source
+
+    # a page that never succeeded becomes a failure page there
+    pipeline.run("smoke", only=["exp2_1_fgsm"], log_output=False)
+    failed = nbformat.read(out / "notebooks" / "exp2_1_fgsm.ipynb", as_version=4)
+    assert pipeline.is_placeholder(failed) and "no successful run yet" in failed.cells[1].source
+
+    # the staged book: those pages as they are, a page not run yet says so
+    src = pipeline.stage_book("smoke", tmp_path / "src")
+    staged = nbformat.read(src / "experiments" / "exp0_classifier.ipynb", as_version=4)
+    assert "KeyError: x" in staged.cells[1].source
+    never_run = nbformat.read(src / "experiments" / "exp2_2_uap.ipynb", as_version=4)
     assert "has not been run yet" in never_run.cells[1].source
+    assert {p.stem for p in (src / "experiments").glob("*.ipynb")} == set(pipeline.ALL_PAGES)
+    assert (src / "_toc.yml").is_file() and not (src / "_toc.yml").is_symlink()
+    assert (src / "_config.yml").is_file() and (src / "intro.md").is_file()
+
+    # and a later success replaces the page whole, notice gone
+    monkeypatch.setattr(pipeline, "execute_page", _ok_page)
+    pipeline.run("smoke", only=["exp0_classifier"], log_output=False)
+    page = nbformat.read(out / "notebooks" / "exp0_classifier.ipynb", as_version=4)
+    assert not any("{error}" in c.source for c in page.cells)
 
 
 def test_successful_page_is_promoted_whole(isolated_dirs, monkeypatch):
@@ -55,7 +84,7 @@ def test_successful_page_is_promoted_whole(isolated_dirs, monkeypatch):
         nbformat.write(nbformat.v4.new_notebook(), str(staging / "notebooks" / f"{page}.ipynb"))
 
     monkeypatch.setattr(pipeline, "execute_page", ok)
-    pipeline.run("smoke", only=["exp2_1_fgsm"], publish=False, log_output=False)
+    pipeline.run("smoke", only=["exp2_1_fgsm"], log_output=False)
     assert (out / "exp2_1_fgsm.csv").read_text() == "new\n"
     assert (out / "notebooks" / "exp2_1_fgsm.ipynb").is_file()
     assert not (out / ".staging").exists()
@@ -66,7 +95,7 @@ def test_data_folder_checked_before_any_page(isolated_dirs, monkeypatch):
 
     monkeypatch.setattr(pipeline, "execute_page", lambda *a, **k: pytest.fail("a page ran"))
     with pytest.raises(SkinlibError, match="/no/such/folder"):
-        pipeline.run("ham10000", data_dir="/no/such/folder", publish=False)
+        pipeline.run("ham10000", data_dir="/no/such/folder")
 
 
 def _ok_page(page, profile, staging, log_output=True):
@@ -86,7 +115,7 @@ def test_each_seed_writes_its_own_folder_and_report_pages_run_once(isolated_dirs
 
     monkeypatch.setattr(pipeline, "execute_page", page)
     monkeypatch.setattr(pipeline, "aggregate_seeds", lambda profile, seeds: base / "seeds.csv")
-    prov = pipeline.run("smoke", seeds=["0", "2"], publish=False)
+    prov = pipeline.run("smoke", seeds=["0", "2"])
     assert ran == [(0, p) for p in pipeline.ALL_PAGES] + [(2, p) for p in pipeline.SEED_PAGES]
     assert (base / "exp0_classifier.csv").read_text() == "seed 0\n"
     assert (base / "seed-2" / "exp0_classifier.csv").read_text() == "seed 2\n"
@@ -107,7 +136,7 @@ def test_failed_page_prints_one_line_with_error_and_notebook(isolated_dirs, monk
         raise RuntimeError("Traceback (most recent call last):\n  File x\nValueError: bad eps 3")
 
     monkeypatch.setattr(pipeline, "execute_page", crash)
-    pipeline.run("smoke", only=["exp2_1_fgsm"], publish=False)
+    pipeline.run("smoke", only=["exp2_1_fgsm"])
     err = capsys.readouterr().err.strip().splitlines()
     failed = isolated_dirs / "results" / "smoke" / "failed" / "exp2_1_fgsm.ipynb"
     assert len(err) == 1 and "exp2_1_fgsm FAILED" in err[0] and "ValueError: bad eps 3" in err[0]
@@ -124,7 +153,7 @@ def test_kernel_noise_goes_to_the_page_log(isolated_dirs, monkeypatch, capfd):
         _ok_page(page, profile, staging)
 
     monkeypatch.setattr(pipeline, "execute_page", noisy)
-    pipeline.run("smoke", only=["data"], publish=False)
+    pipeline.run("smoke", only=["data"])
     captured = capfd.readouterr()
     assert "cuInit" not in captured.err and "cuInit" not in captured.out
     log = isolated_dirs / "results" / "smoke" / pipeline.GRID_DIR / "seed-0" / "data.log"
@@ -141,7 +170,7 @@ def test_second_run_of_a_profile_refuses_with_one_line(isolated_dirs):
     lock = FileLock(str(isolated_dirs / "results" / "smoke" / pipeline.GRID_DIR / "run.lock"))
     (isolated_dirs / "results" / "smoke" / pipeline.GRID_DIR).mkdir(parents=True)
     with lock:  # as a running `skinlib run --profile smoke` holds it
-        proc = subprocess.run([sys.executable, "-m", "skinlib", "run", "--profile", "smoke", "--no-publish"],
+        proc = subprocess.run([sys.executable, "-m", "skinlib", "run", "--profile", "smoke"],
                               capture_output=True, text=True, env=dict(os.environ), timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "another `skinlib run` of profile smoke" in proc.stderr
@@ -201,3 +230,60 @@ def test_table_over_seeds_has_mean_sd_min_max(isolated_dirs):
     row = spread[spread["experiment"] == "exp0_classifier"].iloc[0]
     assert row["shown"] == "0.500 [0.40, 0.60]"  # seed 0's value and bootstrap interval
     assert row["over seeds"] == "0.700 ± 0.200 (0.500-0.900, 3 seeds)"
+
+
+def _progress_notebook():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell("profile = 'default'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters", "hide-cell"]}),
+        nbformat.v4.new_code_cell("import x\ndisplay(banner)", metadata={"tags": ["hide-input"]}),
+        nbformat.v4.new_code_cell("train()", metadata={"tags": ["hide-output"]}),
+        nbformat.v4.new_markdown_cell("## A section"),
+        nbformat.v4.new_code_cell("plot()", metadata={"tags": ["hide-input"]}),
+    ]
+    keras = ("\r\x1b[1m  1/219\x1b[0m \x1b[37m━━━━━━━━━━\x1b[0m 2s/step - loss: 1.99"
+             "\x08\x08\x08\r\x1b[1m219/219\x1b[0m ━━━━━━━━━━ 12s 56ms/step - loss: 0.8\n")
+    nb.cells[4].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="Epoch 1/6\n"),
+        nbformat.v4.new_output("stream", name="stdout", text=keras),
+        nbformat.v4.new_output("stream", name="stderr",
+                               text="decoding: 100%|██████████| 70/70 [00:01<00:00, 52.1img/s]\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="kept line\n"),
+        nbformat.v4.new_output("display_data", data={"text/plain": "a figure"}),
+    ]
+    return nb
+
+
+def test_tidy_notebook_strips_progress_and_hides_setup():
+    nb = pipeline.tidy_notebook(_progress_notebook())
+    tags = [c.metadata.get("tags") for c in nb.cells]
+    assert tags[1] == ["parameters", "remove-cell"]
+    assert tags[2] == ["injected-parameters", "remove-cell"]
+    assert tags[3] == ["remove-input"]  # the import/banner cell: its output shows, no code bar
+    assert tags[4] == ["hide-output"]
+    assert tags[6] == ["hide-input"]  # a figure's code below the first section stays one click away
+    outputs = nb.cells[4].outputs
+    assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["kept line\n"]
+    assert outputs[-1].output_type == "display_data"
+    again = pipeline.tidy_notebook(nbformat.from_dict(json.loads(json.dumps(nb))))
+    assert again == nb  # idempotent
+
+
+def test_promoted_notebook_is_tidied(isolated_dirs, monkeypatch):
+    def noisy(page, profile, staging, log_output=True):
+        (staging / "notebooks").mkdir(parents=True, exist_ok=True)
+        nbformat.write(_progress_notebook(), str(staging / "notebooks" / f"{page}.ipynb"))
+
+    monkeypatch.setattr(pipeline, "execute_page", noisy)
+    pipeline.run("smoke", only=["data"])
+    text = (isolated_dirs / "results" / "smoke" / "notebooks" / "data.ipynb").read_text()
+    assert "━" not in text and "Epoch 1/6" not in text and "it/s" not in text and "img/s" not in text
+    assert '"remove-cell"' in text
+
+
+def test_kernels_draw_no_progress_bars():
+    from skinlib.paths import PROGRESS_ENV
+
+    assert pipeline.KERNEL_ENV[PROGRESS_ENV] == "0"
