@@ -34,7 +34,7 @@ def _env(base: Path) -> dict[str, str]:
 
 
 def _run(base: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skinlib", "run", "--profile", "smoke", "--no-publish", *args],
+    return subprocess.run([sys.executable, "-m", "skinlib", "run", "--profile", "smoke", *args],
                           env=_env(base), capture_output=True, text=True, timeout=timeout)
 
 
@@ -81,6 +81,26 @@ def test_every_experiment_writes_every_metric(smoke_run):
 
 
 @pytest.mark.slow
+def test_executed_pages_hold_no_progress_bars(smoke_run):
+    """Every page as the book shows it: no Keras/tqdm progress output (training pages
+    included), parameter cells removed, the set-up cell's code removed."""
+    import nbformat
+
+    from skinlib.pipeline import ALL_PAGES, strip_progress
+
+    for page in ALL_PAGES:
+        nb = nbformat.read(smoke_run / "notebooks" / f"{page}.ipynb", as_version=4)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    assert strip_progress(out["text"]) == out["text"], (page, out["text"][:300])
+                    assert "━" not in out["text"] and "/step" not in out["text"], page
+        tags = [c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "code"]
+        assert ["injected-parameters", "remove-cell"] in tags, page
+        assert not any("parameters" in t and "remove-cell" not in t for t in tags), page
+
+
+@pytest.mark.slow
 def test_two_runs_give_byte_identical_results(smoke_run, tmp_path):
     proc = _run(tmp_path, "--only", *EXPERIMENTS)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -93,8 +113,7 @@ def test_two_runs_give_byte_identical_results(smoke_run, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_and_matches(smoke_run, tmp_path):
     """SIGKILL in the middle of training, start again: it resumes and gives the same numbers."""
-    cmd = [sys.executable, "-m", "skinlib", "run", "--profile", "smoke", "--no-publish",
-           "--only", "exp0_classifier"]
+    cmd = [sys.executable, "-m", "skinlib", "run", "--profile", "smoke", "--only", "exp0_classifier"]
     proc = subprocess.Popen(cmd, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     steps = tmp_path / "cache" / "steps" / "model"
