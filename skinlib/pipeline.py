@@ -672,33 +672,46 @@ BOOK_PAGES_DIR = "experiments"
 
 def book_dir(profile_name: str) -> Path:
     """Where :func:`build_book` works for ``profile_name``: ``book/_build/<profile>/``
-    (``src/`` the staged sources, ``_build/html/`` the HTML, ``build.log``)."""
+    (``src/book/`` the staged sources, ``_build/html/`` the HTML, ``build.log``)."""
     from skinlib.paths import safe_name
 
     return BOOK_DIR / "_build" / safe_name(profile_name, "profile name")
 
 
-def stage_book(profile_name: str, dest: Optional[Path] = None) -> Path:
-    """Stage the book of ``profile_name`` in ``dest`` (default ``book_dir(profile)/src``).
+#: Top-level entries of the project that the staged book does not link to.
+_NOT_STAGED = {"book", "results"}
 
-    The chapters of ``book/`` and the configuration (``_config.yml``, ``_toc.yml`` as
-    files), and ``experiments/<page>.ipynb`` for every page: the profile's executed
-    notebook (:func:`tidy_notebook`; a failed latest run keeps its notice), a failure
-    page, or a page saying it has not been run yet. Returns ``dest``.
+
+def stage_book(profile_name: str, dest: Optional[Path] = None) -> Path:
+    """Stage the book of ``profile_name`` under ``dest`` (default ``book_dir(profile)/src``);
+    returns the staged book folder, ``dest/book``.
+
+    ``dest/book`` holds the chapters of ``book/`` and the configuration (``_config.yml``,
+    ``_toc.yml`` as files), and ``experiments/<page>.ipynb`` for every page: the profile's
+    executed notebook (:func:`tidy_notebook`; a failed latest run keeps its notice), a
+    failure page, or a page saying it has not been run yet. Beside it, ``dest`` links to
+    the project's other top-level folders (``profiles/``, ...), so that what the chapters
+    include from outside the book (``../profiles/smoke.yml``) resolves as in ``book/``.
     """
     import nbformat
 
     dest = Path(dest) if dest is not None else book_dir(profile_name) / "src"
-    if dest.exists():
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    book = dest / "book"
+    book.mkdir(parents=True)
+    for entry in sorted(ROOT.iterdir()):
+        if entry.name not in _NOT_STAGED and not entry.name.startswith("."):
+            (dest / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     for entry in sorted(BOOK_DIR.iterdir()):
         if entry.name in ("_build", BOOK_PAGES_DIR) or entry.name.startswith("."):
             continue
         if entry.is_dir():
-            shutil.copytree(entry, dest / entry.name, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+            shutil.copytree(entry, book / entry.name, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
         else:
-            shutil.copy(entry, dest / entry.name)  # follows the _config.yml/_toc.yml links
+            shutil.copy(entry, book / entry.name)  # follows the _config.yml/_toc.yml links
     out = results_dir(profile_name)
     prov = _read_json(out / "provenance.json")
     for page in ALL_PAGES:
@@ -708,8 +721,8 @@ def stage_book(profile_name: str, dest: Optional[Path] = None) -> Path:
         if nb is None:
             nb = (with_failure_notice(None, profile_name, page, record) if record.get("status") == "failed"
                   else not_run_page(profile_name, page))
-        _write_notebook(tidy_notebook(nb), dest / BOOK_PAGES_DIR / f"{page}.ipynb")
-    return dest
+        _write_notebook(tidy_notebook(nb), book / BOOK_PAGES_DIR / f"{page}.ipynb")
+    return book
 
 
 def jupyter_book() -> str:

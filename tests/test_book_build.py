@@ -1,17 +1,20 @@
 """The book: it builds with no warnings, and every page works in a real browser.
 
-The tests build a copy of the repository's book (so ``book/_build`` and the working
-tree are left alone), with whatever the table of contents lists. Pages under
-``experiments/`` are executed notebooks that ``skinlib run`` copies into ``book/``; any
-that are missing are replaced in the copy by a one-line placeholder page, so the static
-chapters are always checked, and :func:`test_book_pages_present` says which are
-missing. Once a run has published its notebooks, they are built and browsed too.
+The published book is the committed ``ham10000`` run: ``book/experiments`` is a tracked
+relative link to ``results/ham10000/notebooks``, so ``jupyter-book build book/`` reads the
+executed notebooks where the run left them (one copy). The tests build a copy of the
+repository's book (so ``book/_build`` and the working tree are left alone), the link and
+its target included, and check that every page of the table of contents is there.
+The book of any other profile (``skinlib book``) is staged and built too, from
+placeholders and a failed page, with no warnings.
 
 The browser test serves the built HTML on 127.0.0.1 and opens every page of the table
-of contents in headless Chromium (Playwright). It checks that each page loads, that
-every image decodes, that every internal link reaches an existing file, and that no
-page shows a Python traceback or an error output. Screenshots of the front page and of
-one experiment page are saved to ``book/_build/screenshots/``.
+of contents in headless Chromium (Playwright) at a 1280 px wide viewport. It checks that
+each page loads, that its HTML file stays under 1.5 MB, that every image decodes, that no
+table is wider than the page's content column, that every internal link reaches an
+existing file, and that no page shows a Python traceback or an error output.
+Screenshots of the front page and of one experiment page are saved to
+``book/_build/screenshots/``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 SCREENSHOTS = BOOK / "_build" / "screenshots"
-#: Folder of the book that ``skinlib run`` fills with executed notebooks.
+#: Folder of the book holding the executed notebooks: a link to the published run's.
 GENERATED = "experiments/"
+#: Where ``book/experiments`` points (relative to ``book/``): the committed ham10000 run.
+PUBLISHED = "../results/ham10000/notebooks"
+#: The largest HTML file a page may have (bytes).
+MAX_PAGE_BYTES = 1_500_000
 SOURCE_SUFFIXES = (".md", ".ipynb")
 #: Top-level paths the copy leaves out: version control, environments, caches, builds.
 SKIP_TOP = {".git", ".venv", ".cache", ".pytest_cache", "artifacts", "build", "results"}
@@ -73,7 +80,8 @@ def missing_documents(book: Path = BOOK) -> list[str]:
 
 
 def _copy_repository(dest: Path) -> None:
-    """The files the book build reads (the book, its configuration, what it includes)."""
+    """The files the book build reads (the book, its configuration, what it includes,
+    and the published run's notebooks that ``book/experiments`` links to)."""
     ignore = shutil.ignore_patterns("_build", ".ipynb_checkpoints", "__pycache__", "*.egg-info")
     for entry in ROOT.iterdir():
         if entry.name in SKIP_TOP:
@@ -83,6 +91,9 @@ def _copy_repository(dest: Path) -> None:
             shutil.copytree(entry, target, symlinks=True, ignore=ignore)
         else:
             shutil.copy2(entry, target, follow_symlinks=False)
+    published = (BOOK / PUBLISHED).resolve()
+    if published.is_dir():
+        shutil.copytree(published, dest / published.relative_to(ROOT.resolve()), ignore=ignore)
 
 
 def _jupyter_book() -> str:
@@ -121,14 +132,59 @@ def test_book_config_is_shared():
         assert link.resolve() == (ROOT / name).resolve()
 
 
+def test_published_pages_are_the_ham10000_run():
+    """book/experiments is a tracked relative link to the committed ham10000 notebooks
+    (one copy: `skinlib run` never writes into book/)."""
+    link = BOOK / "experiments"
+    assert link.is_symlink(), "book/experiments should be a symlink to " + PUBLISHED
+    assert str(link.readlink()) == PUBLISHED
+    assert link.resolve() == (ROOT / "results" / "ham10000" / "notebooks").resolve()
+    tracked = subprocess.run(["git", "ls-files", "-s", "book/experiments"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0:
+        assert tracked.stdout.startswith("120000 "), "book/experiments should be committed as a link"
+
+
 def test_book_pages_present():
-    """Every page of the table of contents exists in book/ (executed notebooks included)."""
+    """Every page of the table of contents exists in book/ (the published run's included)."""
     missing = missing_documents()
-    static = [d for d in missing if not d.startswith(GENERATED)]
-    assert not static, f"pages listed in _toc.yml but absent from book/: {static}"
-    if missing:
-        pytest.skip(f"executed notebooks not published yet: {', '.join(missing)}; "
-                    "`make book` (or `skinlib run --profile default`) puts them in book/experiments/")
+    assert not missing, f"pages listed in _toc.yml but absent from book/: {missing}"
+
+
+def test_published_notebooks_are_tidy():
+    """The published pages hold no progress-bar output and no visible parameter cells."""
+    import nbformat
+
+    from skinlib.pipeline import PARAMETER_TAGS, strip_progress
+
+    for path in sorted((BOOK / "experiments").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if set(PARAMETER_TAGS) & set(tags):
+                assert "remove-cell" in tags, f"{path.name}: parameter cell shown"
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    assert strip_progress(out["text"]) == out["text"], f"{path.name}: progress output"
+
+
+def test_staged_book_of_a_profile_builds_without_warnings(isolated_dirs, tmp_path):
+    """`skinlib book` stages a profile's book: pages not run and a failed page become
+    placeholders, and the staged sources build with no warnings."""
+    from skinlib import pipeline
+
+    record = {"status": "failed", "error": "ValueError: broken", "ended": "2026-01-01T00:00:00+00:00"}
+    pipeline.mark_failed(isolated_dirs / "results" / "smoke", "smoke", "exp2_1_fgsm", record)
+    src = pipeline.stage_book("smoke", tmp_path / "src")
+    proc = subprocess.run([_jupyter_book(), "build", str(src), "--path-output", str(tmp_path / "out"), "-W",
+                           "--keep-going"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    html = tmp_path / "out" / "_build" / "html"
+    for doc in toc_documents():
+        assert (html / f"{doc}.html").is_file(), f"{doc}.html was not built"
+    assert "has not been run yet" in (html / "experiments" / "exp0_classifier.html").read_text()
+    failed = (html / "experiments" / "exp2_1_fgsm.html").read_text()
+    assert "The latest run of this page" in failed and "broken" in failed
 
 
 def test_book_builds_without_warnings(built_book):
@@ -195,6 +251,19 @@ _IMAGES_JS = """async () => {
 }"""
 
 
+#: Tables wider than the content column (the article's text width) at the current viewport.
+#: A table inside a horizontally scrolling wrapper counts at its full width: it does not
+#: fit the column either.
+_WIDE_TABLES_JS = """() => {
+  const column = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const width = column.getBoundingClientRect().width;
+  return Array.from(column.querySelectorAll('table')).map((t, i) => ({
+      index: i, width: Math.max(t.scrollWidth, t.getBoundingClientRect().width), column: width,
+      text: (t.textContent || '').trim().replace(/\\s+/g, ' ').slice(0, 60)}))
+    .filter(t => t.width > t.column + 1);
+}"""
+
+
 def _internal_targets(hrefs: list[str], base: str) -> set[str]:
     """Same-origin link targets without fragment or query."""
     targets = set()
@@ -219,8 +288,10 @@ def _screenshot_page(docs: list[str]) -> str:
     return preferred if preferred in experiments else (experiments or docs)[0]
 
 
-@pytest.mark.browser
-def test_book_pages_in_browser(browser, served_book):
+@pytest.fixture(scope="session")
+def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
+    """Every page of the table of contents opened once at 1280 x 900 px: what went wrong
+    (``problems``) and the tables wider than their content column (``wide_tables``)."""
     base = served_book
     docs = toc_documents()
     shot = _screenshot_page(docs)
@@ -233,6 +304,7 @@ def test_book_pages_in_browser(browser, served_book):
     js_errors: list[str] = []
     page.on("pageerror", lambda exc: js_errors.append(f"{page.url}: {exc}"))
     problems: list[str] = []
+    wide: list[str] = []
     links: set[str] = set()
     try:
         for doc in docs:
@@ -241,6 +313,12 @@ def test_book_pages_in_browser(browser, served_book):
             if response is None or response.status != 200:
                 problems.append(f"{doc}: HTTP {None if response is None else response.status}")
                 continue
+            size = (built_book["html"] / f"{doc}.html").stat().st_size
+            if size > MAX_PAGE_BYTES:
+                problems.append(f"{doc}: HTML file of {size / 1e6:.2f} MB (limit {MAX_PAGE_BYTES / 1e6:.1f} MB)")
+            for table in page.evaluate(_WIDE_TABLES_JS):
+                wide.append(f"{doc}: table {table['index']} is {table['width']:.0f} px wide, wider than the "
+                            f"{table['column']:.0f} px content column: {table['text']!r}")
             for img in page.evaluate(_IMAGES_JS):
                 if not img["width"]:
                     problems.append(f"{doc}: image does not load: {img['src']}")
@@ -261,4 +339,17 @@ def test_book_pages_in_browser(browser, served_book):
         if status != 200:
             problems.append(f"broken internal link ({status}): {target[len(base) - 1:]}")
     problems += [f"JavaScript error: {e}" for e in js_errors]
-    assert not problems, "\n".join(problems)
+    return {"problems": problems, "wide_tables": wide}
+
+
+@pytest.mark.browser
+def test_book_pages_in_browser(browsed):
+    """Every page loads, weighs under 1.5 MB, decodes its images, links to existing
+    files, and shows no traceback, error output or JavaScript error."""
+    assert not browsed["problems"], "\n".join(browsed["problems"])
+
+
+@pytest.mark.browser
+def test_book_tables_fit_the_content_column(browsed):
+    """At a 1280 px wide window no table is wider than the page's content column."""
+    assert not browsed["wide_tables"], "\n".join(browsed["wide_tables"])

@@ -110,7 +110,7 @@ def test_book_of_a_profile_is_staged_in_its_project(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "skinlib", "book", "--profile", "smoke", "--stage-only"],
                           cwd=project, env=_clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    src = project / "book" / "_build" / "smoke" / "src"
+    src = project / "book" / "_build" / "smoke" / "src" / "book"
     assert str(src) in proc.stdout
     assert "clone2" in (src / "experiments" / "data.ipynb").read_text()
     assert "has not been run yet" in (src / "experiments" / "exp0_classifier.ipynb").read_text()
