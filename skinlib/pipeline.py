@@ -544,6 +544,8 @@ def tidy_notebook(nb: Any) -> Any:
     - The set-up cells before the page's first section (imports and the profile banner,
       tagged ``hide-input`` in the sources) become ``remove-input``: their output (the
       banner) shows, with no "show code" bar stacked above it.
+    - A ``hide-output`` cell left with only stderr output (which the book does not show)
+      loses the tag: no empty "show output" bar.
 
     Idempotent; cells, sources and every other output are left as they are.
     """
@@ -577,6 +579,11 @@ def tidy_notebook(nb: Any) -> Any:
                 out["text"] = text
             outputs.append(out)
         cell["outputs"] = outputs
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "hide-output" in tags and all(o.get("output_type") == "stream" and o.get("name") == "stderr"
+                                         for o in outputs):
+            # the book drops stderr (nb_output_stderr: remove): no empty "show output" bar
+            cell["metadata"]["tags"] = [t for t in tags if t != "hide-output"]
     return nb
 
 

@@ -242,7 +242,9 @@ def _progress_notebook():
         nbformat.v4.new_code_cell("train()", metadata={"tags": ["hide-output"]}),
         nbformat.v4.new_markdown_cell("## A section"),
         nbformat.v4.new_code_cell("plot()", metadata={"tags": ["hide-input"]}),
+        nbformat.v4.new_code_cell("quiet()", metadata={"tags": ["hide-output"]}),
     ]
+    nb.cells[7].outputs = [nbformat.v4.new_output("stream", name="stderr", text="Epoch 1/2\nsome warning\n")]
     keras = ("\r\x1b[1m  1/219\x1b[0m \x1b[37m━━━━━━━━━━\x1b[0m 2s/step - loss: 1.99"
              "\x08\x08\x08\r\x1b[1m219/219\x1b[0m ━━━━━━━━━━ 12s 56ms/step - loss: 0.8\n")
     nb.cells[4].outputs = [
@@ -264,6 +266,8 @@ def test_tidy_notebook_strips_progress_and_hides_setup():
     assert tags[3] == ["remove-input"]  # the import/banner cell: its output shows, no code bar
     assert tags[4] == ["hide-output"]
     assert tags[6] == ["hide-input"]  # a figure's code below the first section stays one click away
+    assert tags[7] == []  # only stderr left, which the book drops: no empty "show output" bar
+    assert nb.cells[7].outputs[0].text == "some warning\n"
     outputs = nb.cells[4].outputs
     assert [o.get("text") for o in outputs if o.output_type == "stream"] == ["kept line\n"]
     assert outputs[-1].output_type == "display_data"
