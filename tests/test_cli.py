@@ -47,6 +47,7 @@ def test_data_check_real_ham10000(real_ham10000, tmp_path):
     (["run", "--profile", "smoke", "--seeds", "1", "--only", "summary"], "primary seed 0"),
     (["page", "exp9", "--profile", "smoke"], "exp9"),
     (["page", "summary", "--profile", "smoke", "--seed", "2"], "primary seed 0 only"),
+    (["book", "--profile", "nosuchprofile"], "nosuchprofile"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     proc = _cli(*args)
@@ -63,3 +64,16 @@ def test_bad_seeds_are_one_line_errors(seeds, needle):
 
     with pytest.raises(SkinlibError, match=re.escape(needle)):
         check_seeds(seeds)
+
+
+def test_run_no_longer_publishes_but_accepts_no_publish():
+    """`skinlib run` never writes into book/; `--no-publish` (older scripts) is accepted and does nothing."""
+    import argparse
+
+    from skinlib.cli import _parser
+
+    parser = _parser()
+    args = parser.parse_args(["run", "--profile", "smoke", "--no-publish"])
+    assert args.no_publish and args.profile == "smoke"
+    run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    assert "--no-publish" not in run.format_help()
