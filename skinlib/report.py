@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -557,3 +558,221 @@ def seed_spread(table: pd.DataFrame, primary: Optional[pd.DataFrame] = None, dec
                          for m, s, lo, hi, n in zip(many["value"], many["sd"], many["min"], many["max"],
                                                     many["n_seeds"])]
     return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- thesis-shaped tables
+
+#: How a thesis table's system is named in its caption.
+_DEFENCE_TEXT: dict[str, str] = {
+    "none": "undefended model",
+    "retraining": "adversarially retrained model",
+    "llt": "model behind the LLT (WebP + flip)",
+    "retraining+llt": "retrained model behind the LLT",
+}
+
+
+def attack_budgets(profile: Any) -> dict[str, str]:
+    """The attacks' budgets of a profile in words: ``{"fgsm": "2/255", "uap": "L-inf 8/255"}``.
+
+    Keys are the thesis's attack names. The UAP's budget is one the thesis never states:
+    with ``uap.norm: inf`` it is ``uap.eps``; with ``uap.norm: 2`` a share ``uap.zeta`` of
+    the mean image norm (Hirano et al.).
+    """
+    uap = profile.uap
+    if str(uap.norm) == "inf":
+        uap_text = f"L-inf {uap.eps * 255:.3g}/255"
+    else:
+        uap_text = f"L2 {uap.zeta:.0%} of the mean image norm"
+    return {"fgsm": f"{profile.fgsm.eps * 255:.3g}/255", "uap": uap_text}
+
+
+@dataclass(frozen=True)
+class ThesisTable:
+    """One thesis table beside ours: ``frame`` (rows = models, columns = metrics), its
+    ``caption`` (system, attack and budget, threat setting, grouping) and ``cells`` (the
+    long form, one row per cell, with the numbers behind each string)."""
+
+    table: str
+    caption: str
+    frame: pd.DataFrame
+    cells: pd.DataFrame
+
+
+def _paired_as_metric(o: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The paired rows ``<metric>_vs_<reference>`` renamed ``<metric>``; ``error_rate`` from accuracy's."""
+    suffix = f"_vs_{reference}"
+    rows = o[o["metric"].str.endswith(suffix)].copy()
+    rows["metric"] = rows["metric"].str[: -len(suffix)]
+    acc = rows[rows["metric"] == "accuracy"]
+    err = acc.assign(metric="error_rate", value=-acc["value"], ci_low=-acc["ci_high"], ci_high=-acc["ci_low"])
+    return pd.concat([rows[rows["metric"] != "error_rate"], err], ignore_index=True)
+
+
+def _clean_value(o: pd.DataFrame, model: str, metric: str, grouping: str) -> float:
+    want = "accuracy" if metric == "error_rate" else metric
+    rows = o[(o["experiment"] == "exp0_classifier") & (o["model"] == model) & (o["metric"] == want)
+             & (o["grouping"] == grouping) & (o["setting"] == "clean")]
+    if rows.empty:
+        return np.nan
+    v = 100 * float(rows["value"].iloc[0])
+    return 100 - v if metric == "error_rate" else v
+
+
+def _thesis_clean(thesis: pd.DataFrame, model: str, metric: str) -> float:
+    want = "accuracy" if metric == "error_rate" else metric
+    rows = thesis[(thesis["experiment"] == "exp0_classifier") & (thesis["model"] == model)
+                  & (thesis["metric"] == want)]
+    if rows.empty:
+        return np.nan
+    v = float(rows["value_percent"].iloc[0])
+    return 100 - v if metric == "error_rate" else v
+
+
+def _caption(rows: pd.DataFrame, budgets: Mapping[str, str], setting: str) -> str:
+    first = rows.iloc[0]
+    attack, defence = str(first["attack"]), str(first["defence"])
+    health = str(first["family"]) == "health" or is_health_metric(str(first["metric"]))
+    system = _DEFENCE_TEXT.get(defence, defence)
+    if attack == "none":
+        what = f"the {system} on clean test images"
+    elif attack == "fgsm":
+        what = f"the {system} under FGSM at {budgets.get('fgsm', 'the thesis eps')}"
+    elif attack == "uap":
+        what = (f"the {system} under ART's UAP (the thesis does not state its budget; ours: "
+                f"{budgets.get('uap', 'see the profile')})")
+    else:
+        what = f"the {system} under {attack}"
+    threat = ("" if attack == "none" else
+              f"; {setting.replace('box', ' box')}: perturbation crafted on the undefended model, as in the thesis"
+              if setting == "greybox" else f"; {setting}")
+    grouping = ("health metrics under the thesis's grouping (nv counted as cancerous, bkl/df/vasc healthy)"
+                if health else "seven-class metrics")
+    return f"Thesis table {first['table']}: {what}{threat}; {grouping}."
+
+
+def _fmt(v: float, signed: bool = False) -> str:
+    return "—" if not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
+def thesis_tables(
+    ours: pd.DataFrame,
+    thesis: pd.DataFrame,
+    *,
+    model_map: Mapping[str, str],
+    tables: Optional[Sequence[str]] = None,
+    param_filter: Optional[Mapping[str, Any]] = None,
+    budgets: Optional[Mapping[str, str]] = None,
+    setting: str = "greybox",
+    health_grouping: str = "thesis",
+) -> list[ThesisTable]:
+    """The thesis's tables re-made with our numbers beside its own, one :class:`ThesisTable` each.
+
+    Rows are models (``"ResNet50 (ours: resnet_small)"``), columns the table's metrics; a
+    cell reads ``"thesis | ours [95% interval]"`` in percent. Tables of an attacked system
+    add, beside each metric, the change from the clean model (``Δ clean``, in points):
+    the thesis's against its tables 4.1/4.2, ours against experiment 0 -- with the paired
+    interval of the ``<metric>_vs_clean`` rows where the results hold them (experiments
+    2.1 and 2.2), else the bare difference. The clean baselines differ (smaller networks,
+    smaller images, a lesion split: see :data:`DEPARTURES`), so the change from clean is
+    the number that should carry over. ``thesis`` is the whole thesis frame (its clean
+    tables are needed for the drops); ``tables`` selects which tables to return (all by
+    default). ``budgets`` names the attacks' budgets (:func:`attack_budgets`).
+    """
+    if thesis.empty:
+        return []
+    o = tidy(ours, required=("experiment", "model", "attack", "defence", "metric", "value"))
+    sel = thesis if tables is None else thesis[thesis["table"].astype(str).isin([str(t) for t in tables])]
+    if sel.empty:
+        return []
+    kw = dict(model_map=model_map, setting=setting, param_filter=param_filter, health_grouping=health_grouping,
+              decimals=None)
+    absolute = thesis_comparison(o, sel, **kw).rename(columns={"thesis_%": "thesis_pct", "ours_%": "ours_pct"})
+    paired = thesis_comparison(_paired_as_metric(o, "clean"), sel, **kw) if len(o) else absolute.iloc[0:0]
+    key = ["table", "model", "our_model", "metric"]
+    paired = paired.drop_duplicates(key).set_index(key)
+    cells = []
+    for r in absolute.itertuples(index=False):
+        health = is_health_metric(r.metric)
+        grouping = health_grouping if health else ""
+        th_clean = _thesis_clean(thesis, r.model, r.metric)
+        thesis_drop = r.thesis_pct - th_clean if r.attack != "none" else np.nan
+        ours = r.ours_pct
+        drop = lo = hi = np.nan
+        is_paired = False
+        if r.attack != "none" and r.our_model:
+            k = (r.table, r.model, r.our_model, r.metric)
+            if k in paired.index and np.isfinite(paired.loc[k, "ours_%"]):
+                drop = float(paired.loc[k, "ours_%"])
+                ci = str(paired.loc[k, "ci"])
+                m = re.fullmatch(r"\[(\S+), (\S+)\]", ci)
+                if m:
+                    lo, hi = float(m.group(1)), float(m.group(2))
+                is_paired = True
+            else:
+                drop = ours - _clean_value(o, r.our_model, r.metric, grouping)
+        m_ci = re.fullmatch(r"\[(\S+), (\S+)\]", str(r.ci))
+        cells.append({"table": r.table, "experiment": r.experiment, "model": r.model, "our_model": r.our_model,
+                      "attack": r.attack, "defence": r.defence, "metric": r.metric, "thesis": r.thesis_pct, "ours": ours,
+                      "ours_low": float(m_ci.group(1)) if m_ci else np.nan,
+                      "ours_high": float(m_ci.group(2)) if m_ci else np.nan,
+                      "thesis_drop": thesis_drop, "ours_drop": drop, "ours_drop_low": lo, "ours_drop_high": hi,
+                      "paired": is_paired})
+    long = pd.DataFrame(cells)
+    budgets = dict(budgets or {})
+    if "fgsm" not in budgets:
+        eps = param_value({**DEFAULT_PARAM_FILTER, **(param_filter or {})}.get("exp2_1_fgsm"))
+        if eps is not None:
+            budgets["fgsm"] = f"{eps * 255:.3g}/255"
+    out = []
+    for table in sorted(long["table"].unique(), key=_natural_table_key):
+        c = long[long["table"] == table]
+        attacked = (c["attack"] != "none").any()
+        rows: dict[str, dict] = {}
+        for r in c.itertuples(index=False):
+            label = (f"{_THESIS_DISPLAY.get(r.model, r.model)} (ours: {r.our_model})" if r.our_model
+                     else f"{_THESIS_DISPLAY.get(r.model, r.model)} (no model of ours)")
+            row = rows.setdefault(label, {})
+            ours_text = _fmt(r.ours)
+            if np.isfinite(r.ours_low):
+                ours_text += f" [{r.ours_low:.1f}, {r.ours_high:.1f}]"
+            row[(metric_label(r.metric), "thesis | ours")] = f"{_fmt(r.thesis)} | {ours_text}"
+            if attacked:
+                d = _fmt(r.ours_drop, signed=True)
+                if r.paired and np.isfinite(r.ours_drop_low):
+                    d += f" [{r.ours_drop_low:+.1f}, {r.ours_drop_high:+.1f}]"
+                row[(metric_label(r.metric), "Δ clean")] = f"{_fmt(r.thesis_drop, signed=True)} | {d}"
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+        frame.index.name = "model"
+        caption = _caption(thesis[thesis["table"].astype(str) == table], budgets, setting)
+        if attacked:
+            caption += (" Δ clean: the change from the clean model in points, thesis | ours (ours with its paired "
+                        "95% interval where the results hold one).")
+        out.append(ThesisTable(table=table, caption=caption, frame=frame, cells=c.reset_index(drop=True)))
+    return out
+
+
+_THESIS_DISPLAY: dict[str, str] = {"resnet50": "ResNet50", "inceptionv3": "InceptionV3"}
+
+
+def thesis_tables_html(views: Sequence[ThesisTable]) -> str:
+    """The tables of :func:`thesis_tables` as one HTML block, each under its caption."""
+    import html
+
+    parts = []
+    for v in views:
+        parts.append(f'<p class="skinlib-thesis-caption"><strong>{html.escape(v.caption)}</strong></p>')
+        parts.append(v.frame.to_html(classes="skinlib-thesis-table", border=0))
+    return "\n".join(parts) if parts else "<p>Thesis tables unavailable.</p>"
+
+
+def thesis_agreement(views: Sequence[ThesisTable], points: float = 5.0) -> str:
+    """One sentence: how many cells (absolute, and change from clean) lie within ``points`` of the thesis's."""
+    if not views:
+        return "No thesis cell to compare."
+    cells = pd.concat([v.cells for v in views], ignore_index=True)
+    diff = (cells["ours"] - cells["thesis"]).abs()
+    ddiff = (cells["ours_drop"] - cells["thesis_drop"]).abs()
+    n, nd = int(diff.notna().sum()), int(ddiff.notna().sum())
+    return (f"{int((diff <= points).sum())} of {n} absolute values lie within {points:g} points of the thesis's; "
+            f"{int((ddiff <= points).sum())} of {nd} changes from clean do.")
