@@ -776,3 +776,196 @@ def thesis_agreement(views: Sequence[ThesisTable], points: float = 5.0) -> str:
     n, nd = int(diff.notna().sum()), int(ddiff.notna().sum())
     return (f"{int((diff <= points).sum())} of {n} absolute values lie within {points:g} points of the thesis's; "
             f"{int((ddiff <= points).sum())} of {nd} changes from clean do.")
+
+
+# --------------------------------------------------------------------------- departures from the thesis
+
+
+@dataclass(frozen=True)
+class Departure:
+    """One difference of method between a profile and the thesis.
+
+    ``thesis`` states what the thesis did (from its text); ``ours(profile)`` reads our
+    side from the profile, never typed; ``differs(profile)`` says whether the profile
+    departs at all (the ``thesis`` profile matches it on several); ``why`` gives our
+    reason and ``moves`` the numbers it should move, and which way.
+    """
+
+    key: str
+    topic: str
+    thesis: str
+    ours: Any  # Callable[[Profile], str]
+    differs: Any  # Callable[[Profile], bool]
+    why: str
+    moves: str
+
+
+def _n(k: int, word: str, plural: str = "") -> str:
+    return f"{k} {word if k == 1 else (plural or word + 's')}"
+
+
+def _models_text(p: Any) -> str:
+    from skinlib.models import MODELS
+
+    weights = "ImageNet weights" if p.train.weights == "imagenet" else "no pretrained weights"
+    names = []
+    for m in p.models:
+        info = MODELS.get(m)
+        names.append(f"{m} ({info.family} family)" if info is not None else m)
+    return f"{', '.join(names)}; {weights}"
+
+
+def _thesis_models(p: Any) -> bool:
+    return sorted(p.models) == ["inceptionv3", "resnet50"] and p.train.weights == "imagenet"
+
+
+def _epochs_text(p: Any) -> str:
+    text = f"{p.train.epochs} epochs, batch {p.train.batch_size}"
+    if p.train.fine_tune_epochs:
+        text += f", then {p.train.fine_tune_epochs} epochs of fine-tuning the whole network"
+    return text
+
+
+def _poison_epochs(p: Any) -> int:
+    return int(p.poisoning.epochs or p.train.epochs)
+
+
+def _weights_text(p: Any) -> str:
+    if not p.train.class_weights:
+        return "no class weights"
+    power = float(p.train.class_weight_power)
+    name = {1.0: "inverse class frequency", 0.5: "square root of the inverse class frequency"}.get(
+        power, f"inverse class frequency to the power {power:g}")
+    return f"{name} (`train.class_weight_power: {power:g}`)"
+
+
+#: Every difference of method between our runs and the thesis: one registry, read by the
+#: summary page (:func:`departures_table`) and referenced by the methods chapter.
+DEPARTURES: tuple[Departure, ...] = (
+    Departure(
+        "image_size", "Image size",
+        "full resolution at the networks' input size, 299 px (the thesis does not state a resize)",
+        lambda p: f"{p.data.image_size} px (`data.image_size`)",
+        lambda p: p.data.image_size != 299,
+        "Every experiment of a profile must run on a laptop CPU within the profile's time budget; 64 px keeps a "
+        "lesion's outline and colour but not its fine texture.",
+        "Lower clean accuracy and macro recall (tables 4.1-4.2). At a fixed L-inf budget an attack on fewer pixels "
+        "has fewer directions to add up, so the change from clean under FGSM (tables 4.3-4.4) should be smaller. "
+        "WebP removes relatively more of a small image, so the LLT's clean cost should be larger."),
+    Departure(
+        "networks", "Networks",
+        "ResNet50 and InceptionV3 from keras.applications, ImageNet-pretrained (transfer learning)",
+        _models_text,
+        lambda p: not _thesis_models(p),
+        "The full networks do not train on a CPU in the time budget, and ImageNet features fit 64 px images "
+        "poorly; the small networks use the same kind of blocks (residual, Inception modules).",
+        "Lower clean accuracy (the 4-14 point gap of table 4.1) and macro recall. How vulnerable a small network "
+        "is compared with a large pretrained one has no predictable sign, which is why the thesis tables set the "
+        "change from clean beside each value."),
+    Departure(
+        "epochs", "Training schedule",
+        "50 epochs, batch 32",
+        _epochs_text,
+        lambda p: p.train.epochs != 50 or p.train.batch_size != 32,
+        "The time budget of a CPU run.",
+        "Slightly lower clean accuracy if the networks are under-trained; little direct effect on the attacks' "
+        "changes from clean."),
+    Departure(
+        "retraining", "Adversarial retraining",
+        "5 rounds x 5 epochs (25 epochs), half of the images perturbed per round",
+        lambda p: (f"{_n(p.retraining.rounds, 'round')} x {_n(p.retraining.epochs_per_round, 'epoch')} "
+                   f"({p.retraining.rounds * p.retraining.epochs_per_round} epochs), "
+                   f"{p.retraining.fraction:.0%} of the images perturbed per round (`retraining.*`)"),
+        lambda p: (p.retraining.rounds, p.retraining.epochs_per_round, p.retraining.fraction) != (5, 5, 0.5),
+        "Each round recomputes the attack on the training images; the thesis's 25 epochs would take most of a "
+        "CPU run.",
+        "Smaller gains from retraining: accuracy under attack with retraining (tables 4.7-4.10) and with both "
+        "defences (4.15-4.18) should be lower than a full schedule would give. The gap between grey and white box "
+        "is the more telling number."),
+    Departure(
+        "poisoning_epochs", "Poisoning: epochs per poisoned model",
+        "not stated (one model per fraction; presumably experiment 0's 50 epochs)",
+        lambda p: (f"{_n(_poison_epochs(p), 'epoch')} per fraction (`poisoning.epochs`); the clean reference "
+                   "(fraction 0) is trained alike"),
+        lambda p: _poison_epochs(p) != 50,
+        "Eight trainings per network (the clean reference and seven fractions) must fit the time budget.",
+        "Lower absolute accuracy at every fraction. The drop against the clean point trained alike is what "
+        "compares; a shorter schedule fits the flipped labels less, so the drop at small fractions may be "
+        "smaller. The thesis gives no table for this experiment (only its figure 4.6)."),
+    Departure(
+        "class_weights", "Class weights",
+        "class weights against the imbalance, formula not stated (we read it as inverse class frequency)",
+        _weights_text,
+        lambda p: (not p.train.class_weights) or float(p.train.class_weight_power) != 1.0,
+        "In trial runs of the small networks on HAM10000, full inverse-frequency weights sent many nevi into the "
+        "rare classes; the square root gave clearly higher accuracy at about the same macro recall.",
+        "Higher accuracy than full weights with about the same macro recall; fewer predictions of the rare "
+        "classes. Under the thesis's grouping (nv counted as cancerous) a higher sensitivity and a lower FNR."),
+    Departure(
+        "split", "Train/validation/test split",
+        "by image (70% / 17.5% / 12.5%)",
+        lambda p: f"by {'lesion' if p.data.split == 'by_lesion' else 'image'} (`data.split: {p.data.split}`)",
+        lambda p: p.data.split != "by_image",
+        "HAM10000 holds several photographs of many lesions; split by image, near-identical photographs land on "
+        "both sides and the test set partly repeats the training set.",
+        "Lower clean accuracy than an image split, whose numbers the leak inflates (tables 4.1-4.2); wider "
+        "intervals, since lesions, not images, are resampled."),
+    Departure(
+        "uap_budget", "UAP budget",
+        "never stated (ART's UAP with FGSM steps)",
+        lambda p: (f"{attack_budgets(p)['uap']} (`uap.norm`, `uap.eps`/`uap.zeta`), crafted on "
+                   f"{p.uap.n_train_images} training images in at most {_n(p.uap.max_iter, 'pass', 'passes')}; FGSM's budget is "
+                   f"{attack_budgets(p)['fgsm']}"),
+        lambda p: True,
+        "A universal perturbation needs a budget and the thesis gives none; an L-inf budget four times FGSM's "
+        "keeps the two attacks on one scale, and `uap.norm: 2` gives the L2 budget of Hirano et al. instead.",
+        "Every UAP number depends on it directly: a larger budget lowers accuracy under the UAP further (tables "
+        "4.5-4.6) and makes the defences' gains against it (4.9-4.10, 4.13-4.14, 4.17-4.18) harder to win. "
+        "The thesis's near-zero accuracy under its UAP may reflect a larger budget, larger images, or both."),
+    Departure(
+        "fooling_rate", "\"Fooling rate\"",
+        "its tables' fooling rate is the error rate under attack (1 - accuracy)",
+        lambda p: ("both, by name: `error_rate` (1 - accuracy under attack) and `flip_rate` (share of "
+                   "predictions the attack changed, the fooling rate of Moosavi-Dezfooli et al.)"),
+        lambda p: True,
+        "The UAP literature's fooling rate counts changed predictions; the thesis's counts wrong ones, which "
+        "credits the attack with the clean model's own errors.",
+        "No number of the comparison: the thesis's fooling-rate column is set beside our error rate. Our error "
+        "rate is higher than it would be with the thesis's clean accuracy, because our clean model errs more; the "
+        "flip rate does not carry that."),
+    Departure(
+        "grouping", "Malignant / benign grouping",
+        "four \"cancerous\" classes holding 86% of the images, which counts nevi as cancerous",
+        lambda p: ("both: `clinical` (mel, bcc, akiec malignant) for the verdicts and the missed-malignancy rate, "
+                   "`thesis` for every comparison with its tables"),
+        lambda p: True,
+        "Nevi are benign moles; the clinical grouping is the one a reader needs, the thesis's is needed to "
+        "compare with its tables.",
+        "None in the thesis tables (read under its grouping). The verdicts' clinical FNR can move the opposite "
+        "way to the thesis-grouping FNR: an attack that pushes nevi into bcc lowers one and raises the other."),
+)
+
+
+def departures_table(profile: Any) -> pd.DataFrame:
+    """The departures from the thesis for ``profile``: one row per :data:`DEPARTURES` entry.
+
+    Columns: ``difference``, ``thesis``, ``this run`` (read from the profile; "as in the
+    thesis" added where it does not depart), ``why``, ``what it should move``.
+    """
+    rows = []
+    for d in DEPARTURES:
+        ours = d.ours(profile)
+        if not d.differs(profile):
+            ours += ", as in the thesis"
+        rows.append({"difference": d.topic, "thesis": d.thesis, f"this run (`{profile.name}`)": ours,
+                     "why": d.why, "what it should move": d.moves})
+    return pd.DataFrame(rows)
+
+
+def departures_markdown(profile: Any) -> str:
+    """:func:`departures_table` as a Markdown table (for ``IPython.display.Markdown``)."""
+    table = departures_table(profile)
+    head = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+    body = "\n".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+                     for row in table.itertuples(index=False))
+    return head + body + "\n"
