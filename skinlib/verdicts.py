@@ -381,8 +381,8 @@ def _attack_name(attack: str, fgsm_eps: float, uap_budget: str) -> str:
     return f"ART's UAP at {uap_budget}" if uap_budget else "ART's UAP"
 
 
-def _uap_note(fgsm_eps: float, uap_budget: str) -> str:
-    return f"a budget the thesis does not state; FGSM's is {_budget(fgsm_eps)}"
+def _uap_note(fgsm_eps: float) -> str:
+    return f"the thesis does not state its UAP budget; FGSM's is {_budget(fgsm_eps)}"
 
 
 def _tidy(results: pd.DataFrame) -> pd.DataFrame:
@@ -499,8 +499,8 @@ def rq1_answer(results: pd.DataFrame, model: str, fgsm_eps: float, uap_budget: s
             continue
         ch = _three(after, clean, "clean")
         names[label] = ch["accuracy"]
-        long = (f"{label} ({_uap_note(fgsm_eps, uap_budget)}, crafted on the undefended model as in the thesis)"
-                if attack == "uap_art" else f"{label} (crafted on the undefended model, as in the thesis)")
+        long = f"{label} (crafted on the undefended model, as in the thesis"
+        long += f"; {_uap_note(fgsm_eps)})" if attack == "uap_art" else ")"
         sentences.append(f"{long} {_three_clauses(ch)}." + _fnr_fall_note(after, clean, ch, "clean"))
     if poison_acc is not None:
         names = {poison_acc[0]: poison_acc[1], **names}
