@@ -743,7 +743,7 @@ def thesis_tables(
                 row[(metric_label(r.metric), "Δ clean")] = f"{_fmt(r.thesis_drop, signed=True)} | {d}"
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame.columns = pd.MultiIndex.from_tuples(frame.columns)
-        frame.index.name = "model"
+        frame.index.name = None
         caption = _caption(thesis[thesis["table"].astype(str) == table], budgets, setting)
         if attacked:
             caption += (" Δ clean: the change from the clean model in points, thesis | ours (ours with its paired "

@@ -199,3 +199,49 @@ def test_research_answers_one_item_per_question_and_model():
     assert md.count("\n- **RQ") == 6 and "*Concerning adversarial attacks, more precisely for FGSM" in md
     # no exp3 rows for the UAP in this frame: said, not invented
     assert "experiments 3.1-3.3 have no results for this model and ART's UAP at L-inf 8/255" in items[4]
+
+
+# ---------------------------------------------------------------- the chapters' readings (skinlib.pages)
+
+
+def test_defence_reading_names_the_white_box_drop_and_never_says_holds():
+    from skinlib.pages import defence_reading
+
+    rows = [_r("exp3_2_llt", "fgsm", "greybox", "accuracy", 0.60, 0.57, 0.63, defence="llt"),
+            _r("exp3_2_llt", "fgsm", "whitebox", "accuracy", 0.40, 0.37, 0.43, defence="llt"),
+            _r("exp3_2_llt", "fgsm", "whitebox", "accuracy_vs_greybox", -0.20, -0.24, -0.16, defence="llt"),
+            _r("exp3_2_llt", "fgsm", "greybox", "accuracy_vs_undefended", 0.30, 0.25, 0.35, defence="llt"),
+            _r("exp3_2_llt", "uap_art", "greybox", "accuracy", 0.29, 0.26, 0.32, defence="llt"),
+            _r("exp3_2_llt", "uap_art", "whitebox", "accuracy", 0.28, 0.25, 0.31, defence="llt")]
+    text = defence_reading(pd.DataFrame(rows), ["m"]).data
+    assert ("FGSM: crafting the attack through the defence (white box) instead of on the undefended model "
+            "(grey box) lowers accuracy from 60.0% to 40.0% (-20.0 points, paired 95% interval -24.0 to -16.0); "
+            "the grey-box number overstates") in text
+    assert "in the grey box it raises accuracy from 30.0% to 60.0%" in text
+    # at 29% and 28%, overlapping intervals: no change, and no "holds" anywhere
+    assert "ART's UAP: crafting the attack through the defence (white box) instead of on the undefended model " \
+           "(grey box) makes no measurable change to accuracy" in text
+    assert " holds " not in text.split("\n\n", 1)[1]
+
+
+def test_thesis_rows_reads_the_clean_baseline_of_experiment_0(tmp_path):
+    from types import SimpleNamespace
+
+    from skinlib import report
+    from skinlib.pages import thesis_rows
+    from skinlib.profiles import load_profile
+    from skinlib.results import write_results
+
+    if report.load_thesis_tables().empty:
+        pytest.skip("thesis tables absent")
+    prof = load_profile("smoke")
+    model = prof.models[0]
+    write_results(tmp_path / "exp0_classifier.csv",
+                  [_r("exp0_classifier", "none", "clean", "accuracy", 0.80, 0.78, 0.82, model=model) | {"profile": "smoke"}])
+    eps = repr(prof.fgsm.eps)
+    chapter = pd.DataFrame([_r("exp2_1_fgsm", "fgsm", "greybox", "accuracy", 0.30, 0.27, 0.33, model=model,
+                               param=eps)])
+    html = thesis_rows(SimpleNamespace(profile=prof, results_dir=tmp_path), chapter, ["4.3"]).data
+    assert "Thesis table 4.3" in html and f"FGSM at {prof.fgsm.eps * 255:.3g}/255" in html
+    # ours 30.0 against our clean 80.0 (no paired row: the bare difference)
+    assert "| 30.0 [27.0, 33.0]" in html and "| -50.0</td>" in html
