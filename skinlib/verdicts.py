@@ -560,7 +560,7 @@ def rq_defence_answer(results: pd.DataFrame, model: str, attack: str, fgsm_eps: 
             if not after.empty:
                 store[label] = (_three(after, undefended, "undefended"), after)
     if not found:
-        return f"**{rq} — {model}:** experiments 3.1-3.3 have no results for this model and {name} in this run."
+        return f"**{rq} — {model}:** Experiments 3.1-3.3 have no results for this model and {name} in this run."
 
     def who(store, sign):
         return [lab for lab, (ch, _) in store.items() if ch["accuracy"].direction == sign]

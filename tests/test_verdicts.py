@@ -198,7 +198,7 @@ def test_research_answers_one_item_per_question_and_model():
     md = verdicts.research_answers_markdown(frame, ["m", "n"], 2 / 255, uap_budget="L-inf 8/255")
     assert md.count("\n- **RQ") == 6 and "*Concerning adversarial attacks, more precisely for FGSM" in md
     # no exp3 rows for the UAP in this frame: said, not invented
-    assert "experiments 3.1-3.3 have no results for this model and ART's UAP at L-inf 8/255" in items[4]
+    assert "Experiments 3.1-3.3 have no results for this model and ART's UAP at L-inf 8/255" in items[4]
 
 
 # ---------------------------------------------------------------- the chapters' readings (skinlib.pages)
