@@ -4,6 +4,11 @@ The notebooks only call these functions and display what they return:
 
 - :func:`load_thesis_tables` reads the thesis's own numbers (kept outside the project);
 - :func:`thesis_comparison` puts our value next to every thesis cell, in percent;
+- :func:`thesis_tables` re-makes each thesis table (rows = models, cells "thesis | ours
+  [interval]", the change from clean beside each value), shown by the summary and by
+  every chapter's "Beside the thesis" section (:func:`skinlib.pages.thesis_rows`);
+- :data:`DEPARTURES` lists every difference of method from the thesis, our side read
+  from the profile (:func:`departures_table`);
 - :func:`metrics_table` formats tidy results as ``"0.812 [0.79, 0.83]"`` strings;
 - :func:`banner` says which profile and dataset produced the numbers on a page;
 - :func:`glue_metrics` glues numbers (``myst_nb.glue``) so that prose cannot go stale.
