@@ -717,7 +717,8 @@ def thesis_tables(
                 drop = ours - _clean_value(o, r.our_model, r.metric, grouping)
         m_ci = re.fullmatch(r"\[(\S+), (\S+)\]", str(r.ci))
         cells.append({"table": r.table, "experiment": r.experiment, "model": r.model, "our_model": r.our_model,
-                      "attack": r.attack, "defence": r.defence, "metric": r.metric, "thesis": r.thesis_pct, "ours": ours,
+                      "attack": r.attack, "defence": r.defence, "metric": r.metric, "thesis": r.thesis_pct,
+                      "ours": ours,
                       "ours_low": float(m_ci.group(1)) if m_ci else np.nan,
                       "ours_high": float(m_ci.group(2)) if m_ci else np.nan,
                       "thesis_drop": thesis_drop, "ours_drop": drop, "ours_drop_low": lo, "ours_drop_high": hi,
@@ -919,8 +920,8 @@ DEPARTURES: tuple[Departure, ...] = (
         "uap_budget", "UAP budget",
         "never stated (ART's UAP with FGSM steps)",
         lambda p: (f"{attack_budgets(p)['uap']} (`uap.norm`, `uap.eps`/`uap.zeta`), crafted on "
-                   f"{p.uap.n_train_images} training images in at most {_n(p.uap.max_iter, 'pass', 'passes')}; FGSM's budget is "
-                   f"{attack_budgets(p)['fgsm']}"),
+                   f"{p.uap.n_train_images} training images in at most {_n(p.uap.max_iter, 'pass', 'passes')}; "
+                   f"FGSM's budget is {attack_budgets(p)['fgsm']}"),
         lambda p: True,
         "A universal perturbation needs a budget and the thesis gives none; an L-inf budget four times FGSM's "
         "keeps the two attacks on one scale, and `uap.norm: 2` gives the L2 budget of Hirano et al. instead.",

@@ -420,7 +420,8 @@ def test_attack_budgets_read_the_profile():
     from skinlib.profiles import load_profile
 
     p = load_profile("smoke")
-    assert report.attack_budgets(p) == {"fgsm": f"{p.fgsm.eps * 255:.3g}/255", "uap": f"L-inf {p.uap.eps * 255:.3g}/255"}
+    assert report.attack_budgets(p) == {"fgsm": f"{p.fgsm.eps * 255:.3g}/255",
+                                        "uap": f"L-inf {p.uap.eps * 255:.3g}/255"}
     l2 = replace(p, uap=replace(p.uap, norm="2", zeta=0.04))
     assert report.attack_budgets(l2)["uap"] == "L2 4% of the mean image norm"
 

@@ -237,7 +237,8 @@ def test_thesis_rows_reads_the_clean_baseline_of_experiment_0(tmp_path):
     prof = load_profile("smoke")
     model = prof.models[0]
     write_results(tmp_path / "exp0_classifier.csv",
-                  [_r("exp0_classifier", "none", "clean", "accuracy", 0.80, 0.78, 0.82, model=model) | {"profile": "smoke"}])
+                  [_r("exp0_classifier", "none", "clean", "accuracy", 0.80, 0.78, 0.82, model=model)
+                   | {"profile": "smoke"}])
     eps = repr(prof.fgsm.eps)
     chapter = pd.DataFrame([_r("exp2_1_fgsm", "fgsm", "greybox", "accuracy", 0.30, 0.27, 0.33, model=model,
                                param=eps)])
