@@ -4,6 +4,11 @@ The notebooks only call these functions and display what they return:
 
 - :func:`load_thesis_tables` reads the thesis's own numbers (kept outside the project);
 - :func:`thesis_comparison` puts our value next to every thesis cell, in percent;
+- :func:`thesis_tables` re-makes each thesis table (rows = models, cells "thesis | ours
+  [interval]", the change from clean beside each value), shown by the summary and by
+  every chapter's "Beside the thesis" section (:func:`skinlib.pages.thesis_rows`);
+- :data:`DEPARTURES` lists every difference of method from the thesis, our side read
+  from the profile (:func:`departures_table`);
 - :func:`metrics_table` formats tidy results as ``"0.812 [0.79, 0.83]"`` strings;
 - :func:`banner` says which profile and dataset produced the numbers on a page;
 - :func:`glue_metrics` glues numbers (``myst_nb.glue``) so that prose cannot go stale.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -557,3 +563,415 @@ def seed_spread(table: pd.DataFrame, primary: Optional[pd.DataFrame] = None, dec
                          for m, s, lo, hi, n in zip(many["value"], many["sd"], many["min"], many["max"],
                                                     many["n_seeds"])]
     return out.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- thesis-shaped tables
+
+#: How a thesis table's system is named in its caption.
+_DEFENCE_TEXT: dict[str, str] = {
+    "none": "undefended model",
+    "retraining": "adversarially retrained model",
+    "llt": "model behind the LLT (WebP + flip)",
+    "retraining+llt": "retrained model behind the LLT",
+}
+
+
+def attack_budgets(profile: Any) -> dict[str, str]:
+    """The attacks' budgets of a profile in words: ``{"fgsm": "2/255", "uap": "L-inf 8/255"}``.
+
+    Keys are the thesis's attack names. The UAP's budget is one the thesis never states:
+    with ``uap.norm: inf`` it is ``uap.eps``; with ``uap.norm: 2`` a share ``uap.zeta`` of
+    the mean image norm (Hirano et al.).
+    """
+    uap = profile.uap
+    if str(uap.norm) == "inf":
+        uap_text = f"L-inf {uap.eps * 255:.3g}/255"
+    else:
+        uap_text = f"L2 {uap.zeta:.0%} of the mean image norm"
+    return {"fgsm": f"{profile.fgsm.eps * 255:.3g}/255", "uap": uap_text}
+
+
+@dataclass(frozen=True)
+class ThesisTable:
+    """One thesis table beside ours: ``frame`` (rows = models, columns = metrics), its
+    ``caption`` (system, attack and budget, threat setting, grouping) and ``cells`` (the
+    long form, one row per cell, with the numbers behind each string)."""
+
+    table: str
+    caption: str
+    frame: pd.DataFrame
+    cells: pd.DataFrame
+
+
+def _paired_as_metric(o: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """The paired rows ``<metric>_vs_<reference>`` renamed ``<metric>``; ``error_rate`` from accuracy's."""
+    suffix = f"_vs_{reference}"
+    rows = o[o["metric"].str.endswith(suffix)].copy()
+    rows["metric"] = rows["metric"].str[: -len(suffix)]
+    acc = rows[rows["metric"] == "accuracy"]
+    err = acc.assign(metric="error_rate", value=-acc["value"], ci_low=-acc["ci_high"], ci_high=-acc["ci_low"])
+    return pd.concat([rows[rows["metric"] != "error_rate"], err], ignore_index=True)
+
+
+def _clean_value(o: pd.DataFrame, model: str, metric: str, grouping: str) -> float:
+    want = "accuracy" if metric == "error_rate" else metric
+    rows = o[(o["experiment"] == "exp0_classifier") & (o["model"] == model) & (o["metric"] == want)
+             & (o["grouping"] == grouping) & (o["setting"] == "clean")]
+    if rows.empty:
+        return np.nan
+    v = 100 * float(rows["value"].iloc[0])
+    return 100 - v if metric == "error_rate" else v
+
+
+def _thesis_clean(thesis: pd.DataFrame, model: str, metric: str) -> float:
+    want = "accuracy" if metric == "error_rate" else metric
+    rows = thesis[(thesis["experiment"] == "exp0_classifier") & (thesis["model"] == model)
+                  & (thesis["metric"] == want)]
+    if rows.empty:
+        return np.nan
+    v = float(rows["value_percent"].iloc[0])
+    return 100 - v if metric == "error_rate" else v
+
+
+def _caption(rows: pd.DataFrame, budgets: Mapping[str, str], setting: str) -> str:
+    first = rows.iloc[0]
+    attack, defence = str(first["attack"]), str(first["defence"])
+    health = str(first["family"]) == "health" or is_health_metric(str(first["metric"]))
+    system = _DEFENCE_TEXT.get(defence, defence)
+    if attack == "none":
+        what = f"the {system} on clean test images"
+    elif attack == "fgsm":
+        what = f"the {system} under FGSM at {budgets.get('fgsm', 'the thesis eps')}"
+    elif attack == "uap":
+        what = (f"the {system} under ART's UAP (the thesis does not state its budget; ours: "
+                f"{budgets.get('uap', 'see the profile')})")
+    else:
+        what = f"the {system} under {attack}"
+    threat = ("" if attack == "none" else
+              f"; {setting.replace('box', ' box')}: perturbation crafted on the undefended model, as in the thesis"
+              if setting == "greybox" else f"; {setting}")
+    grouping = ("health metrics under the thesis's grouping (nv counted as cancerous, bkl/df/vasc healthy)"
+                if health else "seven-class metrics")
+    return f"Thesis table {first['table']}: {what}{threat}; {grouping}."
+
+
+def _fmt(v: float, signed: bool = False) -> str:
+    return "—" if not np.isfinite(v) else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
+def thesis_tables(
+    ours: pd.DataFrame,
+    thesis: pd.DataFrame,
+    *,
+    model_map: Mapping[str, str],
+    tables: Optional[Sequence[str]] = None,
+    param_filter: Optional[Mapping[str, Any]] = None,
+    budgets: Optional[Mapping[str, str]] = None,
+    setting: str = "greybox",
+    health_grouping: str = "thesis",
+) -> list[ThesisTable]:
+    """The thesis's tables re-made with our numbers beside its own, one :class:`ThesisTable` each.
+
+    Rows are models (``"ResNet50 (ours: resnet_small)"``), columns the table's metrics; a
+    cell reads ``"thesis | ours [95% interval]"`` in percent. Tables of an attacked system
+    add, beside each metric, the change from the clean model (``Δ clean``, in points):
+    the thesis's against its tables 4.1/4.2, ours against experiment 0 -- with the paired
+    interval of the ``<metric>_vs_clean`` rows where the results hold them (experiments
+    2.1 and 2.2), else the bare difference. The clean baselines differ (smaller networks,
+    smaller images, a lesion split: see :data:`DEPARTURES`), so the change from clean is
+    the number that should carry over. ``thesis`` is the whole thesis frame (its clean
+    tables are needed for the drops); ``tables`` selects which tables to return (all by
+    default). ``budgets`` names the attacks' budgets (:func:`attack_budgets`).
+    """
+    if thesis.empty:
+        return []
+    o = tidy(ours, required=("experiment", "model", "attack", "defence", "metric", "value"))
+    sel = thesis if tables is None else thesis[thesis["table"].astype(str).isin([str(t) for t in tables])]
+    if sel.empty:
+        return []
+    kw = dict(model_map=model_map, setting=setting, param_filter=param_filter, health_grouping=health_grouping,
+              decimals=None)
+    absolute = thesis_comparison(o, sel, **kw).rename(columns={"thesis_%": "thesis_pct", "ours_%": "ours_pct"})
+    paired = thesis_comparison(_paired_as_metric(o, "clean"), sel, **kw) if len(o) else absolute.iloc[0:0]
+    key = ["table", "model", "our_model", "metric"]
+    paired = paired.drop_duplicates(key).set_index(key)
+    cells = []
+    for r in absolute.itertuples(index=False):
+        health = is_health_metric(r.metric)
+        grouping = health_grouping if health else ""
+        th_clean = _thesis_clean(thesis, r.model, r.metric)
+        thesis_drop = r.thesis_pct - th_clean if r.attack != "none" else np.nan
+        ours = r.ours_pct
+        drop = lo = hi = np.nan
+        is_paired = False
+        if r.attack != "none" and r.our_model:
+            k = (r.table, r.model, r.our_model, r.metric)
+            if k in paired.index and np.isfinite(paired.loc[k, "ours_%"]):
+                drop = float(paired.loc[k, "ours_%"])
+                ci = str(paired.loc[k, "ci"])
+                m = re.fullmatch(r"\[(\S+), (\S+)\]", ci)
+                if m:
+                    lo, hi = float(m.group(1)), float(m.group(2))
+                is_paired = True
+            else:
+                drop = ours - _clean_value(o, r.our_model, r.metric, grouping)
+        m_ci = re.fullmatch(r"\[(\S+), (\S+)\]", str(r.ci))
+        cells.append({"table": r.table, "experiment": r.experiment, "model": r.model, "our_model": r.our_model,
+                      "attack": r.attack, "defence": r.defence, "metric": r.metric, "thesis": r.thesis_pct,
+                      "ours": ours,
+                      "ours_low": float(m_ci.group(1)) if m_ci else np.nan,
+                      "ours_high": float(m_ci.group(2)) if m_ci else np.nan,
+                      "thesis_drop": thesis_drop, "ours_drop": drop, "ours_drop_low": lo, "ours_drop_high": hi,
+                      "paired": is_paired})
+    long = pd.DataFrame(cells)
+    budgets = dict(budgets or {})
+    if "fgsm" not in budgets:
+        eps = param_value({**DEFAULT_PARAM_FILTER, **(param_filter or {})}.get("exp2_1_fgsm"))
+        if eps is not None:
+            budgets["fgsm"] = f"{eps * 255:.3g}/255"
+    out = []
+    for table in sorted(long["table"].unique(), key=_natural_table_key):
+        c = long[long["table"] == table]
+        attacked = (c["attack"] != "none").any()
+        rows: dict[str, dict] = {}
+        for r in c.itertuples(index=False):
+            label = (f"{_THESIS_DISPLAY.get(r.model, r.model)} (ours: {r.our_model})" if r.our_model
+                     else f"{_THESIS_DISPLAY.get(r.model, r.model)} (no model of ours)")
+            row = rows.setdefault(label, {})
+            ours_text = _fmt(r.ours)
+            if np.isfinite(r.ours_low):
+                ours_text += f" [{r.ours_low:.1f}, {r.ours_high:.1f}]"
+            row[(metric_label(r.metric), "thesis | ours")] = f"{_fmt(r.thesis)} | {ours_text}"
+            if attacked:
+                d = _fmt(r.ours_drop, signed=True)
+                if r.paired and np.isfinite(r.ours_drop_low):
+                    d += f" [{r.ours_drop_low:+.1f}, {r.ours_drop_high:+.1f}]"
+                row[(metric_label(r.metric), "Δ clean")] = f"{_fmt(r.thesis_drop, signed=True)} | {d}"
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+        frame.index.name = None
+        caption = _caption(thesis[thesis["table"].astype(str) == table], budgets, setting)
+        if attacked:
+            caption += (" Δ clean: the change from the clean model in points, thesis | ours (ours with its paired "
+                        "95% interval where the results hold one).")
+        out.append(ThesisTable(table=table, caption=caption, frame=frame, cells=c.reset_index(drop=True)))
+    return out
+
+
+_THESIS_DISPLAY: dict[str, str] = {"resnet50": "ResNet50", "inceptionv3": "InceptionV3"}
+
+
+def thesis_tables_html(views: Sequence[ThesisTable]) -> str:
+    """The tables of :func:`thesis_tables` as one HTML block, each under its caption."""
+    import html
+
+    parts = []
+    for v in views:
+        parts.append(f'<p class="skinlib-thesis-caption"><strong>{html.escape(v.caption)}</strong></p>')
+        parts.append(v.frame.to_html(classes="skinlib-thesis-table", border=0))
+    return "\n".join(parts) if parts else "<p>Thesis tables unavailable.</p>"
+
+
+def thesis_agreement(views: Sequence[ThesisTable], points: float = 5.0) -> str:
+    """One sentence: how many cells (absolute, and change from clean) lie within ``points`` of the thesis's."""
+    if not views:
+        return "No thesis cell to compare."
+    cells = pd.concat([v.cells for v in views], ignore_index=True)
+    diff = (cells["ours"] - cells["thesis"]).abs()
+    ddiff = (cells["ours_drop"] - cells["thesis_drop"]).abs()
+    n, nd = int(diff.notna().sum()), int(ddiff.notna().sum())
+    return (f"{int((diff <= points).sum())} of {n} absolute values lie within {points:g} points of the thesis's; "
+            f"{int((ddiff <= points).sum())} of {nd} changes from clean do.")
+
+
+# --------------------------------------------------------------------------- departures from the thesis
+
+
+@dataclass(frozen=True)
+class Departure:
+    """One difference of method between a profile and the thesis.
+
+    ``thesis`` states what the thesis did (from its text); ``ours(profile)`` reads our
+    side from the profile, never typed; ``differs(profile)`` says whether the profile
+    departs at all (the ``thesis`` profile matches it on several); ``why`` gives our
+    reason and ``moves`` the numbers it should move, and which way.
+    """
+
+    key: str
+    topic: str
+    thesis: str
+    ours: Any  # Callable[[Profile], str]
+    differs: Any  # Callable[[Profile], bool]
+    why: str
+    moves: str
+
+
+def _n(k: int, word: str, plural: str = "") -> str:
+    return f"{k} {word if k == 1 else (plural or word + 's')}"
+
+
+def _models_text(p: Any) -> str:
+    from skinlib.models import MODELS
+
+    weights = "ImageNet weights" if p.train.weights == "imagenet" else "no pretrained weights"
+    names = []
+    for m in p.models:
+        info = MODELS.get(m)
+        names.append(f"{m} ({info.family} family)" if info is not None else m)
+    return f"{', '.join(names)}; {weights}"
+
+
+def _thesis_models(p: Any) -> bool:
+    return sorted(p.models) == ["inceptionv3", "resnet50"] and p.train.weights == "imagenet"
+
+
+def _epochs_text(p: Any) -> str:
+    text = f"{p.train.epochs} epochs, batch {p.train.batch_size}"
+    if p.train.fine_tune_epochs:
+        text += f", then {p.train.fine_tune_epochs} epochs of fine-tuning the whole network"
+    return text
+
+
+def _poison_epochs(p: Any) -> int:
+    return int(p.poisoning.epochs or p.train.epochs)
+
+
+def _weights_text(p: Any) -> str:
+    if not p.train.class_weights:
+        return "no class weights"
+    power = float(p.train.class_weight_power)
+    name = {1.0: "inverse class frequency", 0.5: "square root of the inverse class frequency"}.get(
+        power, f"inverse class frequency to the power {power:g}")
+    return f"{name} (`train.class_weight_power: {power:g}`)"
+
+
+#: Every difference of method between our runs and the thesis: one registry, read by the
+#: summary page (:func:`departures_table`) and referenced by the methods chapter.
+DEPARTURES: tuple[Departure, ...] = (
+    Departure(
+        "image_size", "Image size",
+        "full resolution at the networks' input size, 299 px (the thesis does not state a resize)",
+        lambda p: f"{p.data.image_size} px (`data.image_size`)",
+        lambda p: p.data.image_size != 299,
+        "Every experiment of a profile must run on a laptop CPU within the profile's time budget; 64 px keeps a "
+        "lesion's outline and colour but not its fine texture.",
+        "Lower clean accuracy and macro recall (tables 4.1-4.2). At a fixed L-inf budget an attack on fewer pixels "
+        "has fewer directions to add up, so the change from clean under FGSM (tables 4.3-4.4) should be smaller. "
+        "WebP removes relatively more of a small image, so the LLT's clean cost should be larger."),
+    Departure(
+        "networks", "Networks",
+        "ResNet50 and InceptionV3 from keras.applications, ImageNet-pretrained (transfer learning)",
+        _models_text,
+        lambda p: not _thesis_models(p),
+        "The full networks do not train on a CPU in the time budget, and ImageNet features fit 64 px images "
+        "poorly; the small networks use the same kind of blocks (residual, Inception modules).",
+        "Lower clean accuracy (the 4-14 point gap of table 4.1) and macro recall. How vulnerable a small network "
+        "is compared with a large pretrained one has no predictable sign, which is why the thesis tables set the "
+        "change from clean beside each value."),
+    Departure(
+        "epochs", "Training schedule",
+        "50 epochs, batch 32",
+        _epochs_text,
+        lambda p: p.train.epochs != 50 or p.train.batch_size != 32,
+        "The time budget of a CPU run.",
+        "Slightly lower clean accuracy if the networks are under-trained; little direct effect on the attacks' "
+        "changes from clean."),
+    Departure(
+        "retraining", "Adversarial retraining",
+        "5 rounds x 5 epochs (25 epochs), half of the images perturbed per round",
+        lambda p: (f"{_n(p.retraining.rounds, 'round')} x {_n(p.retraining.epochs_per_round, 'epoch')} "
+                   f"({p.retraining.rounds * p.retraining.epochs_per_round} epochs), "
+                   f"{p.retraining.fraction:.0%} of the images perturbed per round (`retraining.*`)"),
+        lambda p: (p.retraining.rounds, p.retraining.epochs_per_round, p.retraining.fraction) != (5, 5, 0.5),
+        "Each round recomputes the attack on the training images; the thesis's 25 epochs would take most of a "
+        "CPU run.",
+        "Smaller gains from retraining: accuracy under attack with retraining (tables 4.7-4.10) and with both "
+        "defences (4.15-4.18) should be lower than a full schedule would give. The gap between grey and white box "
+        "is the more telling number."),
+    Departure(
+        "poisoning_epochs", "Poisoning: epochs per poisoned model",
+        "not stated (one model per fraction; presumably experiment 0's 50 epochs)",
+        lambda p: (f"{_n(_poison_epochs(p), 'epoch')} per fraction (`poisoning.epochs`); the clean reference "
+                   "(fraction 0) is trained alike"),
+        lambda p: _poison_epochs(p) != 50,
+        "Eight trainings per network (the clean reference and seven fractions) must fit the time budget.",
+        "Lower absolute accuracy at every fraction. The drop against the clean point trained alike is what "
+        "compares; a shorter schedule fits the flipped labels less, so the drop at small fractions may be "
+        "smaller. The thesis gives no table for this experiment (only its figure 4.6)."),
+    Departure(
+        "class_weights", "Class weights",
+        "class weights against the imbalance, formula not stated (we read it as inverse class frequency)",
+        _weights_text,
+        lambda p: (not p.train.class_weights) or float(p.train.class_weight_power) != 1.0,
+        "In trial runs of the small networks on HAM10000, full inverse-frequency weights sent many nevi into the "
+        "rare classes; the square root gave clearly higher accuracy at about the same macro recall.",
+        "Higher accuracy than full weights with about the same macro recall; fewer predictions of the rare "
+        "classes. Under the thesis's grouping (nv counted as cancerous) a higher sensitivity and a lower FNR."),
+    Departure(
+        "split", "Train/validation/test split",
+        "by image (70% / 17.5% / 12.5%)",
+        lambda p: f"by {'lesion' if p.data.split == 'by_lesion' else 'image'} (`data.split: {p.data.split}`)",
+        lambda p: p.data.split != "by_image",
+        "HAM10000 holds several photographs of many lesions; split by image, near-identical photographs land on "
+        "both sides and the test set partly repeats the training set.",
+        "Lower clean accuracy than an image split, whose numbers the leak inflates (tables 4.1-4.2); wider "
+        "intervals, since lesions, not images, are resampled."),
+    Departure(
+        "uap_budget", "UAP budget",
+        "never stated (ART's UAP with FGSM steps)",
+        lambda p: (f"{attack_budgets(p)['uap']} (`uap.norm`, `uap.eps`/`uap.zeta`), crafted on "
+                   f"{p.uap.n_train_images} training images in at most {_n(p.uap.max_iter, 'pass', 'passes')}; "
+                   f"FGSM's budget is {attack_budgets(p)['fgsm']}"),
+        lambda p: True,
+        "A universal perturbation needs a budget and the thesis gives none; an L-inf budget four times FGSM's "
+        "keeps the two attacks on one scale, and `uap.norm: 2` gives the L2 budget of Hirano et al. instead.",
+        "Every UAP number depends on it directly: a larger budget lowers accuracy under the UAP further (tables "
+        "4.5-4.6) and makes the defences' gains against it (4.9-4.10, 4.13-4.14, 4.17-4.18) harder to win. "
+        "The thesis's near-zero accuracy under its UAP may reflect a larger budget, larger images, or both."),
+    Departure(
+        "fooling_rate", "\"Fooling rate\"",
+        "its tables' fooling rate is the error rate under attack (1 - accuracy)",
+        lambda p: ("both, by name: `error_rate` (1 - accuracy under attack) and `flip_rate` (share of "
+                   "predictions the attack changed, the fooling rate of Moosavi-Dezfooli et al.)"),
+        lambda p: True,
+        "The UAP literature's fooling rate counts changed predictions; the thesis's counts wrong ones, which "
+        "credits the attack with the clean model's own errors.",
+        "No number of the comparison: the thesis's fooling-rate column is set beside our error rate. Our error "
+        "rate is higher than it would be with the thesis's clean accuracy, because our clean model errs more; the "
+        "flip rate does not carry that."),
+    Departure(
+        "grouping", "Malignant / benign grouping",
+        "four \"cancerous\" classes holding 86% of the images, which counts nevi as cancerous",
+        lambda p: ("both: `clinical` (mel, bcc, akiec malignant) for the verdicts and the missed-malignancy rate, "
+                   "`thesis` for every comparison with its tables"),
+        lambda p: True,
+        "Nevi are benign moles; the clinical grouping is the one a reader needs, the thesis's is needed to "
+        "compare with its tables.",
+        "None in the thesis tables (read under its grouping). The verdicts' clinical FNR can move the opposite "
+        "way to the thesis-grouping FNR: an attack that pushes nevi into bcc lowers one and raises the other."),
+)
+
+
+def departures_table(profile: Any) -> pd.DataFrame:
+    """The departures from the thesis for ``profile``: one row per :data:`DEPARTURES` entry.
+
+    Columns: ``difference``, ``thesis``, ``this run`` (read from the profile; "as in the
+    thesis" added where it does not depart), ``why``, ``what it should move``.
+    """
+    rows = []
+    for d in DEPARTURES:
+        ours = d.ours(profile)
+        if not d.differs(profile):
+            ours += ", as in the thesis"
+        rows.append({"difference": d.topic, "thesis": d.thesis, f"this run (`{profile.name}`)": ours,
+                     "why": d.why, "what it should move": d.moves})
+    return pd.DataFrame(rows)
+
+
+def departures_markdown(profile: Any) -> str:
+    """:func:`departures_table` as a Markdown table (for ``IPython.display.Markdown``)."""
+    table = departures_table(profile)
+    head = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+    body = "\n".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+                     for row in table.itertuples(index=False))
+    return head + body + "\n"

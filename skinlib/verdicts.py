@@ -5,7 +5,12 @@ typed. The rule, also stated in the methods chapter:
 
 - **holds against the adaptive attacker**: the defended system's accuracy under the
   worst case of the white-box attacks is higher than the undefended model's under the
-  same attacks, and the paired 95% interval of the difference excludes 0;
+  same attacks, the paired 95% interval of the difference excludes 0, and the defence
+  wins back at least half (:data:`HOLD_WON_BACK`) of the accuracy those attacks take
+  from the undefended model;
+- **helps but does not hold**: the paired gain excludes 0, but the defence wins back
+  less than half of what the attacks take (a system left at 29% accuracy is never said
+  to hold);
 - **grey box only**: it does not hold in the white box, but the thesis's grey-box FGSM
   (crafted on the undefended model) or the transfer attack from an independent surrogate
   gains it accuracy with an interval that excludes 0;
@@ -27,10 +32,14 @@ import numpy as np
 import pandas as pd
 
 HOLDS = "holds against the adaptive attacker"
+PARTIAL = "helps against the adaptive attacker but does not hold"
 GREY_ONLY = "grey box only"
 NO_EFFECT = "no measurable effect"
 #: The accuracy at the largest eps of the curve above which a curve "does not fall".
 CURVE_FLOOR = 0.10
+#: The share of the accuracy the adaptive attacks take from the undefended model that a
+#: defence must win back (besides a paired gain above 0) to be said to hold.
+HOLD_WON_BACK = 0.5
 
 
 def _cell(results: pd.DataFrame, **where: str) -> tuple[float, float, float]:
@@ -80,8 +89,9 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 flags.append("Square beats the gradient attacks")
             if np.isfinite(curve_end) and curve_end > CURVE_FLOOR:
                 flags.append(f"accuracy stays at {curve_end:.0%} at the largest eps")
+            won_back = gain[0] / lost if lost > 0 else np.nan
             if _excludes_zero_above(gain):
-                verdict = HOLDS
+                verdict = HOLDS if np.isfinite(won_back) and won_back >= HOLD_WON_BACK else PARTIAL
             elif _excludes_zero_above(grey_gain) or _excludes_zero_above(transfer_gain):
                 verdict = GREY_ONLY
             else:
@@ -94,7 +104,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 "transfer": _cell(d, attack="pgd", setting="transfer", metric="accuracy")[0],
                 "adaptive": adaptive, "adaptive_undefended": und_adapt,
                 "adaptive_gain": gain[0], "adaptive_gain_low": gain[1], "adaptive_gain_high": gain[2],
-                "won_back": gain[0] / lost if lost > 0 else np.nan,
+                "won_back": won_back,
                 "square_minus_gradient": square[0], "square_minus_gradient_low": square[1],
                 "square_minus_gradient_high": square[2], "curve_end": curve_end,
                 "masking": "; ".join(flags) if flags else "none found", "verdict": verdict,
@@ -116,6 +126,8 @@ def verdict_sentence(row: pd.Series, eps_255: float) -> str:
             f"{_pts(row['adaptive_gain_low'])} to {_pts(row['adaptive_gain_high'])})")
     if np.isfinite(row["won_back"]):
         text += f", winning back {row['won_back']:.0%} of the accuracy the attacks take"
+        if row["verdict"] == PARTIAL:
+            text += f" (to hold, a defence must win back at least {HOLD_WON_BACK:.0%})"
     text += (f"; the thesis's grey-box FGSM leaves it {row['greybox']:.1%} and the transfer attack from an "
              f"independent surrogate {row['transfer']:.1%}.")
     if row["masking"] != "none found":
@@ -205,76 +217,437 @@ def codec_table(path) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- research questions
+#
+# The answers to the thesis's research questions (its section 1.4), generated from the
+# tidy results of experiments 0-4. Every verb that claims a change is chosen by
+# :func:`Change.direction`: paired interval first, unpaired intervals where no paired
+# row exists, "no measurable change" otherwise.
+
+#: The thesis's research questions, quoted from its section 1.4.
+RESEARCH_QUESTIONS: dict[str, str] = {
+    "RQ1": "How would the classifiers - combination of DL model and ISIC2018 dataset - be impacted by "
+           "adversarial attacks (e.g. FGSM, UAP)?",
+    "RQ2": "Concerning adversarial attacks, more precisely for FGSM, is there a way to mitigate this attack "
+           "on this dataset?",
+    "RQ3": "Is there a way to achieve the same results against UAP (Presented by Hirano et. al.) by using "
+           "simplified methods or by combining known methods (e.g. Adversarial training and Low level "
+           "Transformation)?",
+}
+NO_CHANGE = "makes no measurable change to"
+#: The rule every generated verb follows (shown on the summary page and in the methods chapter).
+WORD_RULE = (
+    'A change is named ("raises", "lowers") only when the paired 95% lesion-bootstrap interval of the '
+    'difference excludes 0; otherwise the sentence says the attack or defence "makes no measurable change". '
+    "Where the results hold no paired row for a comparison (marked *unpaired*), the two systems' own 95% "
+    "intervals are compared instead, and a change is named only when they do not overlap, a stricter test. "
+    'A defence is never said to "hold" on the strength of experiments 3.1-3.3: only the adaptive '
+    "evaluation of experiment 4 gives that word, by the rule of the methods chapter."
+)
+#: The defences of experiments 3.1-3.3: (experiment, defence, name in a sentence).
+DEFENCES: tuple[tuple[str, str, str], ...] = (
+    ("exp3_1_retraining", "retraining", "retraining"),
+    ("exp3_2_llt", "llt", "the LLT"),
+    ("exp3_3_combined", "retraining+llt", "the combination"),
+)
+_SHORT_VERDICT = {HOLDS: "holds", PARTIAL: "helps but does not hold", GREY_ONLY: "helps in the grey box only",
+                  NO_EFFECT: "has no measurable effect"}
+_NAN3 = (np.nan, np.nan, np.nan)
 
 
 def change_word(cell: tuple[float, float, float], up: str = "raises", down: str = "lowers") -> str:
-    """``up``/``down`` when the paired interval excludes 0, else "no measurable change in"."""
+    """``up``/``down`` when the paired interval ``(value, lo, hi)`` excludes 0, else :data:`NO_CHANGE`."""
     _, lo, hi = cell
     if np.isfinite(lo) and lo > 0:
         return up
     if np.isfinite(hi) and hi < 0:
         return down
-    return "makes no measurable change to"
+    return NO_CHANGE
 
 
-def _diff_phrase(cell: tuple[float, float, float], what: str, up: str = "raises", down: str = "lowers") -> str:
-    word = change_word(cell, up, down)
-    if not np.isfinite(cell[0]):
-        return f"{what}: not measured"
-    return f"{word} {what} ({_pts(cell[0])} points, {_pts(cell[1])} to {_pts(cell[2])})"
+def _finite(v: float) -> bool:
+    return v is not None and bool(np.isfinite(v))
 
 
-def attack_effect(results: pd.DataFrame, experiment: str, model: str, attack: str, param: Optional[str] = None) -> str:
-    """One generated clause: what ``attack`` did to accuracy, the missed-malignancy rate and specificity."""
-    r = results[(results["experiment"] == experiment) & (results["model"] == model) & (results["attack"] == attack)
-                & (results["setting"] == "greybox")]
+class Change:
+    """One metric of one system (``after``) against a reference system (``before``).
+
+    Each of ``before``, ``after``, ``diff`` is ``(value, ci_low, ci_high)``; ``diff`` is
+    ``after - before`` with its paired interval when ``paired`` (a ``<metric>_vs_<reference>``
+    row), else the bare difference of the two values.
+
+    Examples:
+        >>> Change((0.7, 0.68, 0.72), (0.3, 0.28, 0.33), (-0.4, -0.43, -0.37), True).direction
+        -1
+        >>> Change((0.7, 0.68, 0.72), (0.69, 0.66, 0.71), (-0.01, np.nan, np.nan), False).direction
+        0
+    """
+
+    def __init__(self, before, after, diff, paired: bool):
+        self.before, self.after, self.diff, self.paired = tuple(before), tuple(after), tuple(diff), bool(paired)
+
+    def __repr__(self) -> str:
+        return f"Change(before={self.before}, after={self.after}, diff={self.diff}, paired={self.paired})"
+
+    @property
+    def measured(self) -> bool:
+        return _finite(self.after[0]) and _finite(self.diff[0])
+
+    @property
+    def direction(self) -> int:
+        """+1 (measurably up), -1 (measurably down) or 0 (no measurable change, or not measured)."""
+        if not self.measured:
+            return 0
+        if self.paired:
+            word = change_word(self.diff)
+            return 1 if word == "raises" else -1 if word == "lowers" else 0
+        (_, b_lo, b_hi), (_, a_lo, a_hi) = self.before[:3], self.after[:3]
+        if not all(_finite(v) for v in (b_lo, b_hi, a_lo, a_hi)):
+            return 0
+        if a_lo > b_hi:
+            return 1
+        if a_hi < b_lo:
+            return -1
+        return 0
+
+
+def _where(rows: pd.DataFrame, **where: str) -> pd.DataFrame:
+    for col, val in where.items():
+        rows = rows[rows[col] == val]
+    return rows
+
+
+def measure(after: pd.DataFrame, before: Optional[pd.DataFrame], metric: str, *, grouping: str = "",
+            reference: Optional[str] = None) -> Change:
+    """The :class:`Change` of ``metric`` from the system of rows ``before`` to that of rows ``after``.
+
+    ``after``/``before`` are tidy rows of one system each (text columns as from
+    :func:`skinlib.report.tidy`). The paired row ``<metric>_vs_<reference>`` of ``after``
+    gives the difference and its interval when it exists; otherwise the difference is
+    ``after - before`` and :attr:`Change.direction` compares the two intervals.
+    """
+    a = _cell(after, metric=metric, grouping=grouping)
+    b = _cell(before, metric=metric, grouping=grouping) if before is not None else _NAN3
+    if reference:
+        d = _cell(after, metric=f"{metric}_vs_{reference}", grouping=grouping)
+        if _finite(d[0]):
+            if not _finite(b[0]) and _finite(a[0]):
+                b = (a[0] - d[0], np.nan, np.nan)
+            return Change(b, a, d, True)
+    return Change(b, a, (a[0] - b[0], np.nan, np.nan), False)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _range(cell) -> str:
+    return f"{100 * cell[1]:.1f}-{100 * cell[2]:.1f}%" if _finite(cell[1]) and _finite(cell[2]) else "no interval"
+
+
+def change_clause(change: Change, what: str, *, up: str = "raises", down: str = "lowers") -> str:
+    """``"lowers accuracy from 70.6% to 34.4% (-36.2 points, paired 95% interval -39.0 to -33.4)"``.
+
+    The verb is ``up``/``down`` or :data:`NO_CHANGE` by :attr:`Change.direction`; an
+    unpaired comparison says so and gives both systems' intervals.
+    """
+    if not change.measured:
+        return f"leaves {what} unmeasured (no results)"
+    b, a, d = change.before, change.after, change.diff
+    if change.paired:
+        detail = f"{_pts(d[0])} points, paired 95% interval {_pts(d[1])} to {_pts(d[2])}"
+    else:
+        detail = f"{_pts(d[0])} points, unpaired: 95% intervals {_range(b)} and {_range(a)}"
+    values = f"{_pct(b[0])} to {_pct(a[0])}" if _finite(b[0]) else f"{_pct(a[0])}"
+    direction = change.direction
+    if direction == 0:
+        return f"{NO_CHANGE} {what} ({values}; {detail})"
+    return f"{up if direction > 0 else down} {what} from {values} ({detail})"
+
+
+def _and(items: list[str]) -> str:
+    items = [i for i in items if i]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _budget(eps: float) -> str:
+    return f"{eps * 255:.3g}/255"
+
+
+def _attack_name(attack: str, fgsm_eps: float, uap_budget: str) -> str:
+    if attack == "fgsm":
+        return f"FGSM at {_budget(fgsm_eps)}"
+    return f"ART's UAP at {uap_budget}" if uap_budget else "ART's UAP"
+
+
+def _uap_note(fgsm_eps: float) -> str:
+    return f"the thesis does not state its UAP budget; FGSM's is {_budget(fgsm_eps)}"
+
+
+def _tidy(results: pd.DataFrame) -> pd.DataFrame:
+    from skinlib.report import tidy
+
+    return tidy(results, required=("experiment", "model", "attack", "defence", "setting", "metric", "value"))
+
+
+def _at_param(rows: pd.DataFrame, value) -> pd.DataFrame:
+    from skinlib.report import param_matches
+
+    return rows[param_matches(rows["param"], value)] if len(rows) else rows
+
+
+def _clean(res: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The undefended clean model (experiment 0)."""
+    return _where(res, experiment="exp0_classifier", model=model, attack="none", setting="clean")
+
+
+def _attacked(res: pd.DataFrame, model: str, attack: str, fgsm_eps: float) -> pd.DataFrame:
+    """The undefended model under the thesis's FGSM (at ``fgsm_eps``) or ART's UAP (experiment 2)."""
+    if attack == "fgsm":
+        return _at_param(_where(res, experiment="exp2_1_fgsm", model=model, attack="fgsm", setting="greybox"),
+                         fgsm_eps)
+    return _where(res, experiment="exp2_2_uap", model=model, attack=attack, setting="greybox")
+
+
+FNR_WHAT = "the missed-malignancy rate (clinical FNR)"
+SPEC_WHAT = "the specificity for benign lesions (clinical)"
+
+
+def _three(after: pd.DataFrame, before: pd.DataFrame, reference: Optional[str]) -> dict[str, Change]:
+    return {"accuracy": measure(after, before, "accuracy", reference=reference),
+            "fnr": measure(after, before, "fnr", grouping="clinical", reference=reference),
+            "spec": measure(after, before, "health_specificity", grouping="clinical", reference=reference)}
+
+
+def _three_clauses(ch: dict[str, Change]) -> str:
+    return (f"{change_clause(ch['accuracy'], 'accuracy')}, {change_clause(ch['fnr'], FNR_WHAT)} and "
+            f"{change_clause(ch['spec'], SPEC_WHAT)}")
+
+
+def _fnr_fall_note(after: pd.DataFrame, before: pd.DataFrame, ch: dict[str, Change],
+                   reference: Optional[str]) -> str:
+    """When an attack lowers the missed-malignancy rate: say how (which class the predictions went to)."""
+    if ch["fnr"].direction >= 0:
+        return ""
+    from skinlib.labels import CLASSES, GROUPINGS
+
+    rises = []
+    for c in CLASSES:
+        r = measure(after, before, f"recall_{c}", reference=reference)
+        if r.direction > 0:
+            rises.append((r.diff[0], c, r))
+    text = " The fall in missed malignancies is no protection"
+    if rises:
+        _, c, r = max(rises)
+        kind = "malignant" if c in GROUPINGS["clinical"] else "benign"
+        text += (f": the perturbation drives predictions into {c}, a {kind} class (recall of {c} "
+                 f"{_pct(r.before[0])} to {_pct(r.after[0])})")
+        if ch["spec"].direction < 0:
+            text += ", so benign lesions are called malignant and specificity falls with it"
+    elif ch["spec"].direction < 0:
+        text += ": benign lesions are called malignant more often, and specificity falls with it"
+    return text + "."
+
+
+def attack_effect(results: pd.DataFrame, experiment: str, model: str, attack: str, param=None) -> str:
+    """One generated clause: what ``attack`` did to accuracy, the missed-malignancy rate and specificity,
+    against the same model on clean images (paired ``*_vs_clean`` rows where they exist)."""
+    res = _tidy(results)
+    after = _where(res, experiment=experiment, model=model, attack=attack, setting="greybox")
     if param is not None:
-        r = r[r["param"].astype(str) == param]
-    acc = _cell(r, metric="accuracy_vs_clean", grouping="")
-    fnr = _cell(r, metric="fnr_vs_clean", grouping="clinical")
-    spec = _cell(r, metric="health_specificity_vs_clean", grouping="clinical")
-    return (f"{_diff_phrase(acc, 'accuracy')}, {_diff_phrase(fnr, 'the missed-malignancy rate (clinical FNR)')} "
-            f"and {_diff_phrase(spec, 'the specificity for benign lesions')}")
+        after = _at_param(after, param)
+    return _three_clauses(_three(after, _clean(res, model), "clean"))
+
+
+def _poisoning_sentence(res: pd.DataFrame, model: str) -> tuple[str, Optional[Change]]:
+    from skinlib.report import param_value
+
+    rows = _where(res, experiment="exp1_poisoning", model=model, attack="poisoning")
+    fractions = sorted({param_value(p) for p in rows["param"] if param_value(p) is not None})
+    if not rows.size or 0.0 not in fractions or len(fractions) < 2:
+        return "Experiment 1 (poisoning) has no results for this model in this run.", None
+    base = _at_param(rows, 0.0)
+    top = fractions[-1]
+    ch = _three(_at_param(rows, top), base, None)
+    first = next((f for f in fractions[1:]
+                  if measure(_at_param(rows, f), base, "accuracy").direction < 0), None)
+    tail = (f"; the smallest fraction of the sweep that measurably lowers accuracy is {first:.0%}" if first is not None
+            else "; no fraction of the sweep measurably lowers accuracy")
+    return (f"Label-flip poisoning with {top:.0%} of the training nevi relabelled bkl, against a model trained "
+            f"alike on clean labels, {_three_clauses(ch)}{tail}.", (f"poisoning ({top:.0%} of nevi relabelled)",
+                                                                  ch["accuracy"]))
+
+
+def rq1_answer(results: pd.DataFrame, model: str, fgsm_eps: float, uap_budget: str = "") -> str:
+    """RQ1 for one model: what poisoning, FGSM (at ``fgsm_eps``) and ART's UAP did against the clean model.
+
+    ``uap_budget`` describes the UAP's budget in words (see
+    :func:`skinlib.report.attack_budgets`); the first sentence is the verdict, the
+    following ones give the numbers.
+    """
+    res = _tidy(results)
+    clean = _clean(res, model)
+    poison, poison_acc = _poisoning_sentence(res, model)
+    names = {}
+    sentences = [poison]
+    for attack in ("fgsm", "uap_art"):
+        label = _attack_name(attack, fgsm_eps, uap_budget)
+        after = _attacked(res, model, attack, fgsm_eps)
+        if after.empty:
+            sentences.append(f"{label}: experiment 2 has no results for this model in this run.")
+            continue
+        ch = _three(after, clean, "clean")
+        names[label] = ch["accuracy"]
+        long = f"{label} (crafted on the undefended model, as in the thesis"
+        long += f"; {_uap_note(fgsm_eps)})" if attack == "uap_art" else ")"
+        sentences.append(f"{long} {_three_clauses(ch)}." + _fnr_fall_note(after, clean, ch, "clean"))
+    if poison_acc is not None:
+        names = {poison_acc[0]: poison_acc[1], **names}
+    down = [n for n, c in names.items() if c.direction < 0]
+    flat = [n for n, c in names.items() if c.direction >= 0]
+    if down:
+        head = f"Accuracy falls measurably under {_and(down)}"
+        head += f"; {_and(flat)} {'makes' if len(flat) == 1 else 'make'} no measurable change to it." if flat else "."
+    elif names:
+        head = "No attack of this run measurably lowers accuracy."
+    else:
+        head = "No attack results for this model in this run."
+    return f"**RQ1 — {model}:** {head} " + " ".join(sentences)
+
+
+def _won_back(defended: float, undefended_clean: float, undefended_attacked: float) -> float:
+    lost = undefended_clean - undefended_attacked
+    return (defended - undefended_attacked) / lost if _finite(lost) and lost > 0 else np.nan
+
+
+def _adaptive_eps(res: pd.DataFrame) -> Optional[float]:
+    from skinlib.report import param_value
+
+    rows = _where(res, experiment="exp4_adaptive", attack="worst_case")
+    values = [param_value(p) for p in rows["param"].drop_duplicates()]
+    values = [v for v in values if v is not None]
+    return values[0] if values else None
+
+
+def rq_defence_answer(results: pd.DataFrame, model: str, attack: str, fgsm_eps: float,
+                      verdict_table: Optional[pd.DataFrame] = None, uap_budget: str = "") -> str:
+    """RQ2 (``attack="fgsm"``) or RQ3 (``attack="uap_art"``) for one model, in generated words.
+
+    First the verdict: which defences measurably raise accuracy under the attack in the
+    grey box (the thesis's setting), then in the white box (the attack recomputed through
+    the defence), then the adaptive verdict of experiment 4 (:func:`defence_verdicts`,
+    passed as ``verdict_table``). Then the numbers: accuracy and the missed-malignancy rate
+    against the undefended model under the same attack and setting (paired
+    ``*_vs_undefended`` rows where they exist), and the share of the attack's damage won
+    back.
+    """
+    res = _tidy(results)
+    rq = "RQ2" if attack == "fgsm" else "RQ3"
+    name = _attack_name(attack, fgsm_eps, uap_budget)
+    clean = _clean(res, model)
+    undefended = _attacked(res, model, attack, fgsm_eps)
+    u_clean = _cell(clean, metric="accuracy", grouping="")[0]
+    u_att = _cell(undefended, metric="accuracy", grouping="")[0]
+    grey, white, found = {}, {}, []
+    for experiment, defence, label in DEFENCES:
+        rows = _where(res, experiment=experiment, model=model, attack=attack, defence=defence)
+        if rows.empty:
+            continue
+        found.append(label)
+        for setting, store in (("greybox", grey), ("whitebox", white)):
+            after = _where(rows, setting=setting)
+            if not after.empty:
+                store[label] = (_three(after, undefended, "undefended"), after)
+    if not found:
+        return f"**{rq} — {model}:** Experiments 3.1-3.3 have no results for this model and {name} in this run."
+
+    def who(store, sign):
+        return [lab for lab, (ch, _) in store.items() if ch["accuracy"].direction == sign]
+
+    head = []
+    for setting_name, store in (("in the grey box (the thesis's setting)", grey),
+                                ("in the white box (the attack recomputed through the defence)", white)):
+        if not store:
+            continue
+        up, flat, down = who(store, 1), who(store, 0), who(store, -1)
+        bits = []
+        if up:
+            bits.append(f"{_and(up)} measurably {'raises' if len(up) == 1 else 'raise'} accuracy")
+        if flat:
+            bits.append(f"{_and(flat)} {'makes' if len(flat) == 1 else 'make'} no measurable change to it")
+        if down:
+            bits.append(f"{_and(down)} measurably {'lowers' if len(down) == 1 else 'lower'} it")
+        head.append(f"{setting_name}, {'; '.join(bits)}")
+    verdict_bits, adaptive_bits = [], []
+    v = verdict_table[verdict_table["model"] == model] if verdict_table is not None and len(verdict_table) else None
+    eps4 = _adaptive_eps(res)
+    for _, defence, label in DEFENCES:
+        if v is None or v.empty:
+            break
+        row = v[v["defence"] == defence]
+        if row.empty:
+            continue
+        r = row.iloc[0]
+        verdict_bits.append(f"{label} {_SHORT_VERDICT.get(r['verdict'], r['verdict'])}")
+        won = f", {r['won_back']:.0%} of the loss won back" if _finite(r["won_back"]) else ""
+        adaptive_bits.append(
+            f"{label} {_SHORT_VERDICT.get(r['verdict'], r['verdict'])} ({_pct(r['adaptive'])} under the worst case "
+            f"against the undefended model's {_pct(r['adaptive_undefended'])}: {_pts(r['adaptive_gain'])} points, "
+            f"paired 95% interval {_pts(r['adaptive_gain_low'])} to {_pts(r['adaptive_gain_high'])}{won})")
+    budget4 = f" at {_budget(eps4)}" if eps4 else ""
+    if verdict_bits:
+        head.append(f"against the adaptive attacker of experiment 4, {_and(verdict_bits)}")
+    text = f"**{rq} — {model}:** Against {name}, " + "; ".join(head) + "."
+    if _finite(u_att):
+        text += f" The undefended model keeps {_pct(u_att)} under this attack (clean: {_pct(u_clean)})."
+    if grey:
+        parts = []
+        for label, (ch, after) in grey.items():
+            won = _won_back(ch["accuracy"].after[0], u_clean, u_att)
+            share = f", winning back {won:.0%} of what the attack took" if _finite(won) else ""
+            parts.append(f"{label} {change_clause(ch['accuracy'], 'accuracy')}{share}, and "
+                         f"{change_clause(ch['fnr'], FNR_WHAT)}")
+        text += " Grey box, against the undefended model under the same attack: " + "; ".join(parts) + "."
+    if white:
+        parts = [f"{label} {change_clause(ch['accuracy'], 'accuracy')}" for label, (ch, _) in white.items()]
+        text += " White box, against the same undefended model: " + "; ".join(parts) + "."
+    if adaptive_bits:
+        stronger = "" if attack == "fgsm" else ", a stronger attacker than one universal perturbation"
+        text += (f" Adaptive verdict (experiment 4: the worst case of iterated per-image white-box attacks"
+                 f"{budget4}{stronger}; its retrained model is the one retrained against FGSM): "
+                 + "; ".join(adaptive_bits) + ".")
+    elif verdict_table is not None:
+        text += (" Experiment 4 did not evaluate this model in this run (the profile's `adaptive.models`), "
+                 "so there is no adaptive verdict for it.")
+    return text
 
 
 def research_answers(results: pd.DataFrame, models: list[str], fgsm_eps: float,
-                     curves: Optional[pd.DataFrame] = None) -> list[str]:
-    """The answers to the thesis's three research questions for one run, in generated words.
+                     curves: Optional[pd.DataFrame] = None, uap_budget: str = "") -> list[str]:
+    """The answers to the thesis's three research questions for one run: one item per question and model.
 
-    RQ1: what FGSM (at the thesis's eps) and ART's UAP did to each model, against clean,
-    with paired intervals. RQ2 (FGSM) and RQ3 (UAP): what each defence won back against
-    the undefended model under the same attack, grey and white box (experiments 3.x),
-    and, where experiment 4 ran, its adaptive verdict.
+    Each item starts with ``**RQn — model:**`` (the summary renders them as a Markdown
+    list), then a generated verdict sentence and its numbers (:func:`rq1_answer`,
+    :func:`rq_defence_answer`). Items come in the order RQ1, RQ2, RQ3, models in order.
+    Experiment 4's verdicts (:func:`defence_verdicts`, with ``curves``) supply the
+    adaptive answer of RQ2 and RQ3 where it ran.
     """
-    key = f"{fgsm_eps:.6g}"
-    fillna = results.assign(grouping=results["grouping"].fillna(""))
-    verdict = defence_verdicts(fillna, curves) if (fillna["experiment"] == "exp4_adaptive").any() else pd.DataFrame()
-    out = []
-    for m in models:
-        fg = attack_effect(fillna, "exp2_1_fgsm", m, "fgsm", key)
-        ua = attack_effect(fillna, "exp2_2_uap", m, "uap_art")
-        out.append(f"**RQ1 ({m}).** FGSM at {fgsm_eps * 255:g}/255 {fg}. ART's universal perturbation {ua}.")
-        for attack, rq, name in (("fgsm", "RQ2", "FGSM"), ("uap_art", "RQ3", "ART's UAP")):
-            parts = []
-            for exp, d, label in (("exp3_1_retraining", "retraining", "retraining"), ("exp3_2_llt", "llt", "the LLT"),
-                                  ("exp3_3_combined", "retraining+llt", "both")):
-                r = fillna[(fillna["experiment"] == exp) & (fillna["model"] == m) & (fillna["attack"] == attack)
-                           & (fillna["grouping"] == "")]
-                if r.empty:
-                    continue
-                grey = _cell(r, setting="greybox", metric="accuracy_vs_undefended")
-                white = _cell(r, setting="whitebox", metric="accuracy_vs_undefended")
-                text = (f"{label} {_diff_phrase(grey, 'accuracy in the grey box', 'raises', 'lowers')} and "
-                        f"{_diff_phrase(white, 'accuracy in the white box', 'raises', 'lowers')}")
-                if attack == "fgsm" and not verdict.empty:
-                    v = verdict[(verdict["model"] == m) & (verdict["defence"] == d)]
-                    if not v.empty:
-                        row = v.iloc[0]
-                        text += (f"; against the adaptive attacks of experiment 4 it {row['verdict']} "
-                                 f"({row['adaptive']:.1%} under the worst case, the undefended model "
-                                 f"{row['adaptive_undefended']:.1%})")
-                parts.append(text)
-            if parts:
-                out.append(f"**{rq} ({m}, {name}).** Against the undefended model under the same {name}: "
-                           + "; ".join(parts) + ".")
+    res = _tidy(results)
+    verdict = defence_verdicts(res, curves) if (res["experiment"] == "exp4_adaptive").any() else pd.DataFrame(
+        columns=["model", "defence"])
+    out = [rq1_answer(res, m, fgsm_eps, uap_budget) for m in models]
+    for attack in ("fgsm", "uap_art"):
+        out += [rq_defence_answer(res, m, attack, fgsm_eps, verdict, uap_budget) for m in models]
     return out
+
+
+def research_answers_markdown(results: pd.DataFrame, models: list[str], fgsm_eps: float,
+                              curves: Optional[pd.DataFrame] = None, uap_budget: str = "") -> str:
+    """:func:`research_answers` as one Markdown list per research question, each headed by the question."""
+    items = research_answers(results, models, fgsm_eps, curves, uap_budget)
+    blocks = []
+    for rq, question in RESEARCH_QUESTIONS.items():
+        mine = [i for i in items if i.startswith(f"**{rq} — ")]
+        blocks.append(f"**{rq}** (the thesis, section 1.4): *{question}*\n\n" + "\n".join(f"- {i}" for i in mine))
+    return "\n\n".join(blocks)

@@ -374,3 +374,80 @@ def test_uap_benchmark_summary_reports_the_measured_ratios():
     p1, p2 = text.splitlines()
     assert "`p1`" in p1 and "50.0 s" in p1 and "0.700" in p1 and "62x sooner cold (0.80 s)" in p1 and "100x warm" in p1
     assert "`p2`" in p2 and "did not reach it" in p2
+
+
+# --------------------------------------------------------------------------- thesis-shaped tables
+
+
+def test_thesis_tables_rows_are_models_cells_thesis_then_ours_with_change_from_clean():
+    ours = fake_ours()
+    # a paired attack-vs-clean row at the thesis's eps: the change from clean takes its interval
+    ours = pd.concat([ours, pd.DataFrame([row(experiment="exp2_1_fgsm", model="resnet_small", attack="fgsm",
+                                              setting="greybox", param=repr(2 / 255), metric="accuracy_vs_clean",
+                                              value=-0.55, ci_low=-0.60, ci_high=-0.50)])], ignore_index=True)
+    views = report.thesis_tables(ours, fake_thesis(), model_map={"resnet_small": "resnet50"},
+                                 budgets={"fgsm": "2/255", "uap": "L-inf 8/255"})
+    by = {v.table: v for v in views}
+    assert list(by) == ["4.1", "4.2", "4.3", "4.10"]
+    clean = by["4.1"].frame
+    assert list(clean.index) == ["ResNet50 (ours: resnet_small)"]
+    assert clean.loc["ResNet50 (ours: resnet_small)", ("accuracy", "thesis | ours")] == "84.3 | 80.0 [78.0, 82.0]"
+    assert ("accuracy", "Δ clean") not in clean.columns  # a clean table has no change from clean
+    fgsm = by["4.3"]
+    assert "FGSM at 2/255" in fgsm.caption and "grey box" in fgsm.caption and "seven-class" in fgsm.caption
+    cell = fgsm.frame.loc["ResNet50 (ours: resnet_small)"]
+    assert cell[("error rate", "thesis | ours")] == "81.1 | 75.0 [74.0, 76.0]"
+    # thesis: 81.1 - (100 - 84.3); ours: -(accuracy_vs_clean), its interval mirrored
+    assert cell[("error rate", "Δ clean")] == "+65.4 | +55.0 [+50.0, +60.0]"
+    assert fgsm.frame.loc["InceptionV3 (no model of ours)", ("error rate", "thesis | ours")] == "90.0 | —"
+    # no paired row for a defended system: the bare difference from our clean model, no interval
+    uap = by["4.10"]
+    assert "does not state its budget" in uap.caption and "L-inf 8/255" in uap.caption
+    assert uap.frame.iloc[0][("accuracy", "Δ clean")] == "-4.3 | +5.0"
+    assert "thesis's grouping" in by["4.2"].caption
+    assert by["4.2"].frame.iloc[0][("sensitivity", "thesis | ours")] == "95.0 | 97.0 [95.0, 99.0]"
+    html = report.thesis_tables_html(views)
+    assert html.count("<table") == 4 and "Thesis table 4.10" in html
+    assert report.thesis_tables(ours, fake_thesis(), model_map={"resnet_small": "resnet50"}, tables=["4.3"])[0].table \
+        == "4.3"
+    assert report.thesis_agreement(views) == ("3 of 4 absolute values lie within 5 points of the thesis's; "
+                                              "0 of 2 changes from clean do.")
+
+
+def test_attack_budgets_read_the_profile():
+    from dataclasses import replace
+
+    from skinlib.profiles import load_profile
+
+    p = load_profile("smoke")
+    assert report.attack_budgets(p) == {"fgsm": f"{p.fgsm.eps * 255:.3g}/255",
+                                        "uap": f"L-inf {p.uap.eps * 255:.3g}/255"}
+    l2 = replace(p, uap=replace(p.uap, norm="2", zeta=0.04))
+    assert report.attack_budgets(l2)["uap"] == "L2 4% of the mean image norm"
+
+
+def test_departures_read_our_side_from_the_profile():
+    from dataclasses import replace
+
+    from skinlib.profiles import load_profile
+
+    keys = {d.key for d in report.DEPARTURES}
+    assert {"image_size", "networks", "epochs", "retraining", "poisoning_epochs", "class_weights", "split",
+            "uap_budget", "fooling_rate"} <= keys
+    p = load_profile("ham10000")
+    table = report.departures_table(p).set_index("difference")
+    ours = table["this run (`ham10000`)"]
+    assert ours["Image size"].startswith(f"{p.data.image_size} px")
+    assert ours["Adversarial retraining"].startswith(
+        f"{p.retraining.rounds} rounds x {p.retraining.epochs_per_round} epoch")
+    assert "square root" in ours["Class weights"] and "by lesion" in ours["Train/validation/test split"]
+    assert "thesis" not in ours["Image size"]
+    # change the profile, the table follows
+    other = replace(p, data=replace(p.data, image_size=299, split="by_image"))
+    ours = report.departures_table(other).set_index("difference")["this run (`ham10000`)"]
+    assert ours["Image size"] == "299 px (`data.image_size`), as in the thesis"
+    assert ours["Train/validation/test split"].endswith("as in the thesis")
+    for column in ("why", "what it should move", "thesis"):
+        assert table[column].str.len().min() > 10
+    md = report.departures_markdown(p)
+    assert md.count("\n") == len(report.DEPARTURES) + 2

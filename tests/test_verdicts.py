@@ -33,7 +33,8 @@ def _table(white_gain, grey_gain, square=(0.0, -0.01, 0.01)):
 
 
 @pytest.mark.parametrize("white, grey, expected", [
-    ((0.30, 0.20, 0.40), (0.3, 0.2, 0.4), verdicts.HOLDS),
+    ((0.40, 0.30, 0.50), (0.3, 0.2, 0.4), verdicts.HOLDS),
+    ((0.30, 0.20, 0.40), (0.3, 0.2, 0.4), verdicts.PARTIAL),  # wins back 43% of the 70 points lost
     ((0.01, -0.02, 0.04), (0.3, 0.2, 0.4), verdicts.GREY_ONLY),
     ((0.01, -0.02, 0.04), (0.01, -0.01, 0.03), verdicts.NO_EFFECT),
 ])
@@ -60,3 +61,188 @@ def test_change_word_needs_the_interval_to_exclude_zero():
     assert verdicts.change_word((0.1, 0.05, 0.2)) == "raises"
     assert verdicts.change_word((-0.1, -0.2, -0.05)) == "lowers"
     assert verdicts.change_word((0.1, -0.01, 0.2)) == "makes no measurable change to"
+
+
+def test_a_defence_left_at_29_percent_never_holds():
+    # a paired gain well above 0, but the system keeps 29% where the clean model had 80%
+    table = verdicts.defence_verdicts(_table((0.19, 0.15, 0.23), (0.3, 0.2, 0.4)))
+    row = table.iloc[0]
+    assert row["adaptive"] == pytest.approx(0.29)
+    assert row["verdict"] == verdicts.PARTIAL
+    assert "does not hold" in verdicts.verdict_sentence(row, 2)
+
+
+# ---------------------------------------------------------------- research questions
+
+
+def test_change_direction_paired_and_unpaired():
+    paired_zero = verdicts.Change((0.7, 0.68, 0.72), (0.69, 0.67, 0.71), (-0.01, -0.03, 0.01), True)
+    assert paired_zero.direction == 0
+    assert verdicts.change_clause(paired_zero, "accuracy").startswith("makes no measurable change to accuracy")
+    # the same values, a paired interval below 0: named
+    paired_down = verdicts.Change((0.7, 0.68, 0.72), (0.69, 0.67, 0.71), (-0.01, -0.02, -0.005), True)
+    assert verdicts.change_clause(paired_down, "accuracy").startswith("lowers accuracy from 70.0% to 69.0%")
+    # without a paired row: overlapping intervals are no change, disjoint ones are
+    overlap = verdicts.Change((0.7, 0.65, 0.75), (0.6, 0.55, 0.66), (-0.1, np.nan, np.nan), False)
+    assert overlap.direction == 0 and "unpaired" in verdicts.change_clause(overlap, "accuracy")
+    apart = verdicts.Change((0.7, 0.65, 0.75), (0.6, 0.55, 0.64), (-0.1, np.nan, np.nan), False)
+    assert verdicts.change_clause(apart, "accuracy").startswith("lowers accuracy from 70.0% to 60.0% (-10.0 points")
+    missing = verdicts.Change((0.7, 0.65, 0.75), (np.nan,) * 3, (np.nan,) * 3, False)
+    assert missing.direction == 0 and "unmeasured" in verdicts.change_clause(missing, "accuracy")
+
+
+def _r(experiment, attack, setting, metric, value, lo=np.nan, hi=np.nan, *, model="m", defence="none", param="",
+       grouping=""):
+    return {"profile": "p", "experiment": experiment, "model": model, "attack": attack, "defence": defence,
+            "setting": setting, "param": param, "grouping": grouping, "metric": metric, "value": value,
+            "ci_low": lo, "ci_high": hi}
+
+
+EPS = repr(2 / 255)
+
+
+def _run_frame(llt_gain=(0.30, 0.25, 0.35), llt_paired=True):
+    """A run with known numbers: clean 70%, FGSM -> 30%, the UAP -> 20% with bcc taking over."""
+    rows = [
+        _r("exp0_classifier", "none", "clean", "accuracy", 0.70, 0.67, 0.73),
+        _r("exp0_classifier", "none", "clean", "fnr", 0.30, 0.25, 0.35, grouping="clinical"),
+        _r("exp0_classifier", "none", "clean", "health_specificity", 0.85, 0.82, 0.88, grouping="clinical"),
+        # poisoning: 60% flips accuracy down (disjoint intervals), 5% does not
+        _r("exp1_poisoning", "poisoning", "clean", "accuracy", 0.72, 0.70, 0.74, param="0"),
+        _r("exp1_poisoning", "poisoning", "clean", "accuracy", 0.71, 0.69, 0.73, param="0.05"),
+        _r("exp1_poisoning", "poisoning", "clean", "accuracy", 0.30, 0.27, 0.33, param="0.6"),
+    ]
+    for param, (acc, fnr_d, spec_d) in {EPS: ((0.30, -0.40, -0.44, -0.36), (0.20, 0.15, 0.25), (-0.2, -0.25, -0.15)),
+                                        repr(8 / 255): ((0.10, -0.6, -0.55, -0.65), (0.0, -0.02, 0.02),
+                                                        (-0.1, -0.12, -0.08))}.items():
+        rows += [_r("exp2_1_fgsm", "fgsm", "greybox", "accuracy", acc[0], acc[0] - 0.03, acc[0] + 0.03, param=param),
+                 _r("exp2_1_fgsm", "fgsm", "greybox", "accuracy_vs_clean", *acc[1:], param=param),
+                 _r("exp2_1_fgsm", "fgsm", "greybox", "fnr_vs_clean", *fnr_d, param=param, grouping="clinical"),
+                 _r("exp2_1_fgsm", "fgsm", "greybox", "fnr", 0.30 + fnr_d[0], param=param, grouping="clinical"),
+                 _r("exp2_1_fgsm", "fgsm", "greybox", "health_specificity", 0.85 + spec_d[0], param=param,
+                    grouping="clinical"),
+                 _r("exp2_1_fgsm", "fgsm", "greybox", "health_specificity_vs_clean", *spec_d, param=param,
+                    grouping="clinical")]
+    u = dict(param=repr(8 / 255))
+    rows += [
+        _r("exp2_2_uap", "uap_art", "greybox", "accuracy", 0.20, 0.17, 0.23, **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "accuracy_vs_clean", -0.50, -0.55, -0.45, **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "fnr", 0.05, 0.02, 0.08, grouping="clinical", **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "fnr_vs_clean", -0.25, -0.31, -0.19, grouping="clinical", **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "health_specificity", 0.25, grouping="clinical", **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "health_specificity_vs_clean", -0.60, -0.65, -0.55,
+           grouping="clinical", **u),
+        _r("exp0_classifier", "none", "clean", "recall_bcc", 0.60),
+        _r("exp2_2_uap", "uap_art", "greybox", "recall_bcc", 0.95, **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "recall_bcc_vs_clean", 0.35, 0.25, 0.45, **u),
+        _r("exp2_2_uap", "uap_art", "greybox", "recall_nv_vs_clean", -0.6, -0.65, -0.55, **u),
+    ]
+    # defences against FGSM: the LLT gains (paired), retraining's paired interval contains 0
+    for exp, d, gain in (("exp3_1_retraining", "retraining", (0.02, -0.01, 0.05)), ("exp3_2_llt", "llt", llt_gain)):
+        for setting in ("greybox", "whitebox"):
+            rows.append(_r(exp, "fgsm", setting, "accuracy", 0.30 + gain[0], defence=d))
+            if d != "llt" or llt_paired:
+                rows.append(_r(exp, "fgsm", setting, "accuracy_vs_undefended", *gain, defence=d))
+    return pd.DataFrame(rows)
+
+
+def test_rq1_names_each_attack_effect_by_its_interval():
+    text = verdicts.rq1_answer(_run_frame(), "m", 2 / 255, "L-inf 8/255")
+    assert text.startswith("**RQ1 — m:** Accuracy falls measurably under poisoning (60% of nevi relabelled), "
+                           "FGSM at 2/255 and ART's UAP at L-inf 8/255.")
+    assert "FGSM at 2/255 (crafted on the undefended model, as in the thesis) lowers accuracy from 70.0% to 30.0% " \
+           "(-40.0 points, paired 95% interval -44.0 to -36.0)" in text
+    assert "raises the missed-malignancy rate (clinical FNR) from 30.0% to 50.0%" in text
+    assert "lowers the specificity for benign lesions (clinical) from 85.0% to 65.0%" in text
+    # FGSM read at the thesis's eps, not at the other swept value
+    fgsm_sentence = text[text.index("FGSM at 2/255 (crafted"):text.index("ART's UAP at L-inf 8/255 (crafted")]
+    assert "30.0%" in fgsm_sentence and "10.0%" not in fgsm_sentence
+    # the UAP's fall in missed malignancies is said to be no gain, and why
+    assert "lowers the missed-malignancy rate (clinical FNR) from 30.0% to 5.0%" in text
+    assert "no protection: the perturbation drives predictions into bcc, a malignant class" in text
+    assert "the thesis does not state its UAP budget; FGSM's is 2/255" in text
+    # poisoning: unpaired, disjoint at 60%; 5% is not a measurable drop
+    assert "smallest fraction of the sweep that measurably lowers accuracy is 60%" in text
+
+
+def test_rq2_defence_words_follow_the_paired_interval_and_give_the_adaptive_verdict():
+    verdict = pd.DataFrame([{"model": "m", "defence": "llt", "verdict": verdicts.PARTIAL, "adaptive": 0.29,
+                             "adaptive_undefended": 0.10, "adaptive_gain": 0.19, "adaptive_gain_low": 0.15,
+                             "adaptive_gain_high": 0.23, "won_back": 0.27}])
+    text = verdicts.rq_defence_answer(_run_frame(), "m", "fgsm", 2 / 255, verdict)
+    assert text.startswith("**RQ2 — m:** Against FGSM at 2/255, in the grey box (the thesis's setting), the LLT "
+                           "measurably raises accuracy; retraining makes no measurable change to it;")
+    assert "against the adaptive attacker of experiment 4, the LLT helps but does not hold" in text
+    assert "retraining makes no measurable change to accuracy (30.0% to 32.0%; +2.0 points, paired 95% interval " \
+           "-1.0 to +5.0)" in text
+    assert "the LLT raises accuracy from 30.0% to 60.0% (+30.0 points, paired 95% interval +25.0 to +35.0), " \
+           "winning back 75% of what the attack took" in text
+    assert " holds" not in text
+    # grey box before white box before the adaptive verdict
+    assert text.index("grey box") < text.index("white box") < text.index("adaptive attacker")
+
+
+def test_rq_defence_without_paired_rows_compares_intervals():
+    frame = _run_frame(llt_paired=False)
+    llt = (frame["defence"] == "llt") & (frame["metric"] == "accuracy")
+    frame.loc[llt, ["ci_low", "ci_high"]] = [0.57, 0.63]
+    text = verdicts.rq_defence_answer(frame, "m", "fgsm", 2 / 255)
+    assert "the LLT raises accuracy from 30.0% to 60.0% (+30.0 points, unpaired: 95% intervals" in text
+
+
+def test_research_answers_one_item_per_question_and_model():
+    frame = pd.concat([_run_frame(), _run_frame().assign(model="n")], ignore_index=True)
+    items = verdicts.research_answers(frame, ["m", "n"], 2 / 255, uap_budget="L-inf 8/255")
+    heads = [i.split(":**")[0] for i in items]
+    assert heads == ["**RQ1 — m", "**RQ1 — n", "**RQ2 — m", "**RQ2 — n", "**RQ3 — m", "**RQ3 — n"]
+    md = verdicts.research_answers_markdown(frame, ["m", "n"], 2 / 255, uap_budget="L-inf 8/255")
+    assert md.count("\n- **RQ") == 6 and "*Concerning adversarial attacks, more precisely for FGSM" in md
+    # no exp3 rows for the UAP in this frame: said, not invented
+    assert "Experiments 3.1-3.3 have no results for this model and ART's UAP at L-inf 8/255" in items[4]
+
+
+# ---------------------------------------------------------------- the chapters' readings (skinlib.pages)
+
+
+def test_defence_reading_names_the_white_box_drop_and_never_says_holds():
+    from skinlib.pages import defence_reading
+
+    rows = [_r("exp3_2_llt", "fgsm", "greybox", "accuracy", 0.60, 0.57, 0.63, defence="llt"),
+            _r("exp3_2_llt", "fgsm", "whitebox", "accuracy", 0.40, 0.37, 0.43, defence="llt"),
+            _r("exp3_2_llt", "fgsm", "whitebox", "accuracy_vs_greybox", -0.20, -0.24, -0.16, defence="llt"),
+            _r("exp3_2_llt", "fgsm", "greybox", "accuracy_vs_undefended", 0.30, 0.25, 0.35, defence="llt"),
+            _r("exp3_2_llt", "uap_art", "greybox", "accuracy", 0.29, 0.26, 0.32, defence="llt"),
+            _r("exp3_2_llt", "uap_art", "whitebox", "accuracy", 0.28, 0.25, 0.31, defence="llt")]
+    text = defence_reading(pd.DataFrame(rows), ["m"]).data
+    assert ("FGSM: crafting the attack through the defence (white box) instead of on the undefended model "
+            "(grey box) lowers accuracy from 60.0% to 40.0% (-20.0 points, paired 95% interval -24.0 to -16.0); "
+            "the grey-box number overstates") in text
+    assert "in the grey box it raises accuracy from 30.0% to 60.0%" in text
+    # at 29% and 28%, overlapping intervals: no change, and no "holds" anywhere
+    assert "ART's UAP: crafting the attack through the defence (white box) instead of on the undefended model " \
+           "(grey box) makes no measurable change to accuracy" in text
+    assert " holds " not in text.split("\n\n", 1)[1]
+
+
+def test_thesis_rows_reads_the_clean_baseline_of_experiment_0(tmp_path):
+    from types import SimpleNamespace
+
+    from skinlib import report
+    from skinlib.pages import thesis_rows
+    from skinlib.profiles import load_profile
+    from skinlib.results import write_results
+
+    if report.load_thesis_tables().empty:
+        pytest.skip("thesis tables absent")
+    prof = load_profile("smoke")
+    model = prof.models[0]
+    write_results(tmp_path / "exp0_classifier.csv",
+                  [_r("exp0_classifier", "none", "clean", "accuracy", 0.80, 0.78, 0.82, model=model)
+                   | {"profile": "smoke"}])
+    eps = repr(prof.fgsm.eps)
+    chapter = pd.DataFrame([_r("exp2_1_fgsm", "fgsm", "greybox", "accuracy", 0.30, 0.27, 0.33, model=model,
+                               param=eps)])
+    html = thesis_rows(SimpleNamespace(profile=prof, results_dir=tmp_path), chapter, ["4.3"]).data
+    assert "Thesis table 4.3" in html and f"FGSM at {prof.fgsm.eps * 255:.3g}/255" in html
+    # ours 30.0 against our clean 80.0 (no paired row: the bare difference)
+    assert "| 30.0 [27.0, 33.0]" in html and "| -50.0</td>" in html
