@@ -218,7 +218,9 @@ def _natural_table_key(table: str) -> tuple:
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    from skinlib.paths import ROOT
+
+    return ROOT
 
 
 def thesis_tables_path(path: str | Path | None = None) -> Path:
