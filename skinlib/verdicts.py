@@ -20,6 +20,9 @@ Two checks for gradient masking (Carlini et al. 2019, sections 4.x) qualify a ve
 the gradient-free Square Attack doing better than every gradient attack (its paired
 interval of the accuracy difference below 0), and an eps curve that does not fall to
 (near) 0 at the largest budget. Either flags the system's gradient numbers as masked.
+Square is itself calibrated on the undefended model: where it falls measurably short of
+the gradient attacks there, its failure to beat them behind a defence proves nothing,
+and the verdict carries that caveat (the adaptive accuracy is an upper bound).
 
 | Paper link: https://arxiv.org/abs/1902.06705 (Carlini et al. 2019)
 """
@@ -61,8 +64,10 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
 
     Columns: ``model, defence, clean, clean_cost (lo, hi), greybox, transfer, adaptive,
     adaptive_undefended, adaptive_gain (lo, hi), won_back, square_minus_gradient (lo,
-    hi), curve_end, masking, verdict``. ``won_back`` is the share of the accuracy the
-    undefended model loses to the adaptive attacks that the defence wins back.
+    hi), curve_end, masking, caveat, verdict``. ``won_back`` is the share of the accuracy the
+    undefended model loses to the adaptive attacks that the defence wins back. ``caveat``
+    is set when Square, on the undefended model, is measurably weaker than the gradient
+    attacks: then it cannot reveal masking and the adaptive accuracy is an upper bound.
     """
     res = results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
     out = []
@@ -70,6 +75,9 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
         r = res[res["model"] == model]
         und_clean = _cell(r, defence="none", setting="clean", metric="accuracy")[0]
         und_adapt = _cell(r, defence="none", attack="worst_case", setting="whitebox", metric="accuracy")[0]
+        # Square on the undefended model calibrates the gradient-free check: where it cannot
+        # match the gradient attacks on a model without a masking step, it cannot reveal masking
+        square_power = _cell(r, defence="none", attack="square", setting="whitebox", metric="accuracy_vs_gradient")
         for defence in [d for d in r["defence"].drop_duplicates() if d != "none"]:
             d = r[r["defence"] == defence]
             cost = _cell(d, setting="clean", metric="accuracy_vs_undefended")
@@ -87,6 +95,12 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             flags = []
             if np.isfinite(square[2]) and square[2] < 0:
                 flags.append("Square beats the gradient attacks")
+            caveat = ""
+            if not flags and _excludes_zero_above(square_power):
+                caveat = (f"the gradient-free check is inconclusive: at its query budget Square leaves even the "
+                          f"undefended model {_pts(square_power[0])} points above the gradient attacks "
+                          f"({_pts(square_power[1])} to {_pts(square_power[2])}), too weak to reveal masking, so "
+                          f"the adaptive accuracy is an upper bound")
             if np.isfinite(curve_end) and curve_end > CURVE_FLOOR:
                 flags.append(f"accuracy stays at {curve_end:.0%} at the largest eps")
             won_back = gain[0] / lost if lost > 0 else np.nan
@@ -107,7 +121,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 "won_back": won_back,
                 "square_minus_gradient": square[0], "square_minus_gradient_low": square[1],
                 "square_minus_gradient_high": square[2], "curve_end": curve_end,
-                "masking": "; ".join(flags) if flags else "none found", "verdict": verdict,
+                "masking": "; ".join(flags) if flags else "none found", "caveat": caveat, "verdict": verdict,
             })
     return pd.DataFrame(out)
 
@@ -132,6 +146,8 @@ def verdict_sentence(row: pd.Series, eps_255: float) -> str:
              f"independent surrogate {row['transfer']:.1%}.")
     if row["masking"] != "none found":
         text += f" Gradient masking suspected: {row['masking']}."
+    if row.get("caveat"):
+        text += f" Caveat: {row['caveat']}."
     return text
 
 

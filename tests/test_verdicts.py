@@ -57,6 +57,21 @@ def test_square_beating_the_gradients_and_a_flat_eps_curve_are_flagged():
     assert "masking suspected" in verdicts.verdict_sentence(table.iloc[0], 2)
 
 
+@pytest.mark.parametrize("square_on_undefended, inconclusive", [
+    ((0.45, 0.40, 0.50), True),    # Square far weaker than the gradients even without a defence
+    ((0.02, -0.01, 0.05), False),  # as strong as them there: its verdict behind the defence counts
+])
+def test_a_square_too_weak_on_the_undefended_model_makes_the_verdict_an_upper_bound(square_on_undefended,
+                                                                                     inconclusive):
+    frame = pd.concat([_table((0.40, 0.30, 0.50), (0.3, 0.2, 0.4)), pd.DataFrame([
+        _row("none", "square", "whitebox", "accuracy_vs_gradient", *square_on_undefended)])], ignore_index=True)
+    row = verdicts.defence_verdicts(frame).iloc[0]
+    sentence = verdicts.verdict_sentence(row, 2)
+    assert row["verdict"] == verdicts.HOLDS
+    assert ("upper bound" in sentence) is inconclusive
+    assert bool(row["caveat"]) is inconclusive
+
+
 def test_change_word_needs_the_interval_to_exclude_zero():
     assert verdicts.change_word((0.1, 0.05, 0.2)) == "raises"
     assert verdicts.change_word((-0.1, -0.2, -0.05)) == "lowers"
