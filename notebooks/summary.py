@@ -107,6 +107,19 @@ if not results.empty:
                                                         uap_budget=budgets["uap"])))
 
 # %% [markdown]
+# ## Does WebP remove small perturbations, or hide the gradient?
+#
+# The question the LLT leaves open, answered from experiment 4's measurements of the
+# codec, its attacks and its eps curve (the rule is in the methods chapter).
+
+# %% tags=["hide-input"]
+codec_json = source_dir / "exp4_codec.json"
+webp = verdicts.webp_answer(results, json.loads(codec_json.read_text()) if codec_json.is_file() else None,
+                            adaptive_curves) if not results.empty else []
+display(Markdown("\n".join(f"- {line}" for line in webp) if webp else
+                 "Experiment 4 has not run for this profile, so the question stays open here."))
+
+# %% [markdown]
 # ## Departures from the thesis
 #
 # Where this run's method differs from the thesis's, why, and which numbers each

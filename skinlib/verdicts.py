@@ -232,6 +232,65 @@ def codec_table(path) -> pd.DataFrame:
     return pd.DataFrame(table).rename(columns={"sign": "random sign noise", "lowfreq": "low-frequency noise"}).round(3)
 
 
+#: The largest share of a perturbation's energy the codec may pass on and still be said to remove it.
+REMOVES_ENERGY = 0.5
+
+
+def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[pd.DataFrame] = None,
+                defence: str = "llt") -> list[str]:
+    """Does the LLT's WebP step remove small perturbations, or only hide the gradient?
+
+    One generated sentence per model of experiment 4, from three measurements: (1) what
+    the codec does to a perturbation (``codec``, the fidelity of ``exp4_codec.json``: the
+    energy of WebP's response to random sign noise at the attack's budget, relative to the
+    noise's; below :data:`REMOVES_ENERGY` it removes, else it passes or scrambles it);
+    (2) the identity-gradient PGD (plain BPDA) against the strongest attack that models the
+    codec (the worst case over all white-box attacks): lower means plain BPDA was masked,
+    "measurably" when the two 95% intervals do not overlap (they are not paired); (3) the
+    LLT's eps curve at its largest budget. Returns ``[]`` where experiment 4 did not run.
+    """
+    res = results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
+    out = []
+    for model in res["model"].drop_duplicates():
+        d = res[(res["model"] == model) & (res["defence"] == defence) & (res["setting"] == "whitebox")]
+        bpda = _cell(d, attack="pgd", metric="accuracy")
+        worst = _cell(d, attack="worst_case", metric="accuracy")
+        if not (_finite(bpda[0]) and _finite(worst[0])):
+            continue
+        parts = [f"**{model}:**"]
+        if codec and _finite(codec.get("sign_energy_kept", np.nan)):
+            kept = float(codec["sign_energy_kept"])
+            removes = kept < REMOVES_ENERGY
+            parts.append(
+                f"WebP {'removes' if removes else 'does not remove'} a perturbation of the attack's budget: "
+                f"its response to random sign noise carries {kept:.1f} times the noise's energy, and the identity "
+                f"predicts that response with R² {codec.get('sign_r2_identity', np.nan):.2f} (the fitted codec "
+                f"stand-in: {codec.get('sign_r2_standin', np.nan):.2f}).")
+        gap = bpda[0] - worst[0]
+        measurable = _finite(bpda[1]) and _finite(worst[2]) and worst[2] < bpda[1]
+        if gap > 0:
+            parts.append(
+                f"Plain BPDA (PGD with the identity as WebP's gradient) leaves the LLT {bpda[0]:.1%} "
+                f"({_range(bpda)}); the worst case over all white-box attacks (the codec-gradient and low-frequency PGD "
+                f"among them) {worst[0]:.1%} ({_range(worst)}): "
+                f"{100 * gap:.1f} points lower, " + ("so part of what plain BPDA shows is gradient masking."
+                                                     if measurable else
+                                                     "a gap within the two unpaired intervals, so masking of "
+                                                     "plain BPDA is suggested but not established."))
+        else:
+            parts.append(f"No attack does better than plain BPDA ({bpda[0]:.1%}, {_range(bpda)}).")
+        if curves is not None and not curves.empty:
+            c = curves[(curves["model"] == model) & (curves["defence"] == defence) & (curves["curve"] == "eps")]
+            if len(c) >= 2:
+                c = c.sort_values("x")
+                points = ", ".join(f"{a:.0%} at {x:g}/255" for x, a in zip(c["x"].iloc[-2:], c["accuracy"].iloc[-2:]))
+                parts.append(f"Along its eps curve (plain BPDA) the LLT keeps {points}"
+                             + (": whatever it does to perturbations of the thesis's size, it does not stop larger "
+                                "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
+        out.append(" ".join(parts))
+    return out
+
+
 # ---------------------------------------------------------------- research questions
 #
 # The answers to the thesis's research questions (its section 1.4), generated from the

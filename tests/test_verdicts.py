@@ -261,3 +261,27 @@ def test_thesis_rows_reads_the_clean_baseline_of_experiment_0(tmp_path):
     assert "Thesis table 4.3" in html and f"FGSM at {prof.fgsm.eps * 255:.3g}/255" in html
     # ours 30.0 against our clean 80.0 (no paired row: the bare difference)
     assert "| 30.0 [27.0, 33.0]" in html and "| -50.0</td>" in html
+
+
+def _webp_frame(bpda, worst):
+    return pd.DataFrame([_row("llt", "pgd", "whitebox", "accuracy", *bpda),
+                         _row("llt", "worst_case", "whitebox", "accuracy", *worst)])
+
+
+@pytest.mark.parametrize("energy, removes", [(2.9, False), (0.2, True)])
+def test_webp_answer_says_whether_the_codec_removes_the_perturbation(energy, removes):
+    codec = {"sign_energy_kept": energy, "sign_r2_identity": -0.3, "sign_r2_standin": 0.02}
+    [line] = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.6, 0.55, 0.65)), codec)
+    assert ("does not remove" in line) is not removes
+    assert "No attack does better than plain BPDA" in line
+
+
+def test_webp_answer_calls_plain_bpda_masked_only_when_the_intervals_part():
+    apart = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.3, 0.25, 0.35)), None)[0]
+    close = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.52, 0.47, 0.57)), None)[0]
+    assert "part of what plain BPDA shows is gradient masking" in apart
+    assert "suggested but not established" in close
+    curves = pd.DataFrame([{"model": "m", "defence": "llt", "curve": "eps", "x": x, "accuracy": a}
+                           for x, a in ((0, 0.75), (8, 0.18), (16, 0.0))])
+    with_curve = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.3, 0.25, 0.35)), None, curves)[0]
+    assert "18% at 8/255, 0% at 16/255" in with_curve and "does not stop larger ones" in with_curve
