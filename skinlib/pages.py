@@ -335,24 +335,27 @@ def uap_reading(run: Run, results: pd.DataFrame, outcomes: dict, attack: str = "
 
 def llt_cost_text(run: Run, results: pd.DataFrame, defence: str = "the LLT") -> str:
     """The defence's cost on clean images: accuracy and clinical FNR without and with it, per model."""
-    und = undefended_results(run)
+    und = clean_results(run)
+    clean = results[(results["attack"] == "none") & (results["setting"] == "clean")]
+    params = clean["param"].astype(str)
+    variants = [""] if (params == "").any() else list(dict.fromkeys(params))
     lines = []
     for m in run.profile.models:
-        rows = []
-        for metric, grouping in (("accuracy", ""), ("fnr", "clinical")):
-            base = und[(und["experiment"] == "exp0_classifier") & (und["model"] == m) & (und["metric"] == metric)
-                       & (und["grouping"] == grouping)] if len(und) else und
-            withd = results[(results["attack"] == "none") & (results["model"] == m) & (results["metric"] == metric)
-                            & (results["grouping"] == grouping) & (results["param"].astype(str) == "")]
-            b = float(base["value"].iloc[0]) if len(base) else float("nan")
-            w = withd.iloc[0] if len(withd) else None
-            wv = float(w["value"]) if w is not None else float("nan")
-            ci = (f" [{pct(float(w['ci_low']))}, {pct(float(w['ci_high']))}]"
-                  if w is not None and w["ci_low"] == w["ci_low"] else "")
-            label = "accuracy" if metric == "accuracy" else "clinical FNR (malignant lesions called benign)"
-            diff = (f", {100 * (wv - b):+.1f} points" if b == b and wv == wv else "")
-            rows.append(f"{label} {pct(b)} without, {pct(wv)}{ci} with{diff}")
-        lines.append(f"- **{m}**: " + "; ".join(rows) + ".")
+        for variant in variants:
+            rows = []
+            for metric, grouping in (("accuracy", ""), ("fnr", "clinical")):
+                base = und[(und["model"] == m) & (und["metric"] == metric) & (und["grouping"] == grouping)]
+                withd = clean[(clean["model"] == m) & (clean["metric"] == metric) & (clean["grouping"] == grouping)
+                              & (params == variant)]
+                b = float(base["value"].iloc[0]) if len(base) else float("nan")
+                w = withd.iloc[0] if len(withd) else None
+                wv = float(w["value"]) if w is not None else float("nan")
+                ci = (f" [{pct(float(w['ci_low']))}, {pct(float(w['ci_high']))}]"
+                      if w is not None and w["ci_low"] == w["ci_low"] else "")
+                label = "accuracy" if metric == "accuracy" else "clinical FNR (malignant lesions called benign)"
+                diff = (f", {100 * (wv - b):+.1f} points" if b == b and wv == wv else "")
+                rows.append(f"{label} {pct(b)} without, {pct(wv)}{ci} with{diff}")
+            lines.append(f"- **{m}**" + (f" ({variant})" if variant else "") + ": " + "; ".join(rows) + ".")
     return (f"The cost of {defence} on clean test images, on this run:\n\n" + "\n".join(lines)
             + "\n\nA rise of the clean FNR is a cost paid on every patient, attacked or not.")
 
@@ -483,3 +486,30 @@ def benchmark_uap_note(table: pd.DataFrame, results_root: Optional[Path] = None)
                     line += f", where ART's UAP flips {pct(v)} of the test predictions of `{model}`"
         lines.append(line + ": the two flip rates measure different runs and are not expected to agree.")
     return "\n".join(lines)
+
+
+def clean_results(run: Run) -> pd.DataFrame:
+    """Experiment 0's rows of this run (the clean, undefended models), empty if not run yet."""
+    from skinlib.results import read_results
+
+    path = run.results_dir / "exp0_classifier.csv"
+    return read_results(path) if path.is_file() else pd.DataFrame(columns=results_columns())
+
+
+def benchmark_banner(found: Sequence[tuple[str, Optional[str], pd.DataFrame]], book_profile: str) -> str:
+    """A banner for the benchmarks page: which of its profiles ran on synthetic and which on real data."""
+    from skinlib.profiles import load_profile
+
+    kinds = []
+    for prof in dict.fromkeys(p for _, p, _ in found if p is not None):
+        try:
+            source = load_profile(prof).data.source
+        except Exception:  # a profile no longer in profiles/: say what the rows say
+            source = "unknown"
+        what = ("synthetic images: they time the code and say nothing about skin lesions" if source == "synthetic"
+                else f"{source} images")
+        kinds.append(f"`{prof}` ({what})")
+    listed = "; ".join(kinds) if kinds else "none yet"
+    return (f"> ℹ **Note: these tables are per benchmark profile, not the book's profile `{book_profile}`.**\n>\n"
+            f"> Each table holds one profile's rows: {listed}. The benchmark scripts are run on their own, "
+            "not by `skinlib run`; a table without a profile did not record one.\n")
