@@ -108,8 +108,8 @@ def undefended_results(run: Run) -> pd.DataFrame:
     2.1 and 2.2 (grey-box attacks), read from this run's results folder (empty if absent)."""
     from skinlib.results import read_results
 
-    frames = [read_results(p) for p in (run.results_dir / f"{e}.csv"
-                                        for e in ("exp0_classifier", "exp2_1_fgsm", "exp2_2_uap")) if p.is_file()]
+    paths = [earlier_result(run, e) for e in ("exp0_classifier", "exp2_1_fgsm", "exp2_2_uap")]
+    frames = [read_results(p) for p in paths if p is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results_columns())
 
 
@@ -492,8 +492,21 @@ def clean_results(run: Run) -> pd.DataFrame:
     """Experiment 0's rows of this run (the clean, undefended models), empty if not run yet."""
     from skinlib.results import read_results
 
-    path = run.results_dir / "exp0_classifier.csv"
-    return read_results(path) if path.is_file() else pd.DataFrame(columns=results_columns())
+    path = earlier_result(run, "exp0_classifier")
+    return read_results(path) if path is not None else pd.DataFrame(columns=results_columns())
+
+
+def earlier_result(run: Run, experiment: str) -> Optional[Path]:
+    """The CSV an earlier page of this run wrote, or None: in the page's own results folder,
+    else in the folder its staging folder will be promoted to (``<out>/.staging/<page>``)."""
+    folders = [run.results_dir]
+    if run.results_dir.parent.name == ".staging":
+        folders.append(run.results_dir.parent.parent)
+    for folder in folders:
+        path = folder / f"{experiment}.csv"
+        if path.is_file():
+            return path
+    return None
 
 
 def benchmark_banner(found: Sequence[tuple[str, Optional[str], pd.DataFrame]], book_profile: str) -> str:

@@ -466,14 +466,14 @@ def adversarial_panel(clean: np.ndarray, perturbation: np.ndarray, adversarial: 
                 (a[i], f"adversarial\npredicted {pred_adv[i]}" + ("" if pred_adv[i] == true[i] else " (wrong)"),
                  pred_adv[i] == true[i]),
             )
-            for j, (img, title, right) in enumerate(panels):
+            for j, (img, panel_title, right) in enumerate(panels):
                 ax = axes[i][j]
                 ax.imshow(img)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
                 colour = "black" if right is None else (RIGHT_COLOUR if right else WRONG_COLOUR)
-                ax.set_title(title, fontsize="small", color=colour)
+                ax.set_title(panel_title, fontsize="small", color=colour)
         head = f"{title}: clean / perturbation / adversarial" if title else "Clean / perturbation / adversarial"
         fig.suptitle(head + (f" (eps = {eps * 255:.1f}/255)" if eps else ""))
     return fig
