@@ -79,14 +79,14 @@ def defence_tables(results: pd.DataFrame) -> list:
     """
     clean = results[results["attack"] == "none"]
     attacked = results[results["attack"] != "none"]
-    index = ["model", "attack", "setting"]
+    index = ["attack", "setting"]
     return [
         styled(compact_table(clean, index=["model", "param"], metrics=["accuracy", "macro_recall", "fnr"],
                              grouping="clinical")),
-        styled(compact_table(attacked, index=index, grouping=None,
-                             metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"])),
-        styled(compact_table(attacked, index=index, grouping="clinical",
-                             metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"])),
+        TablesBy(attacked, "model", index=index, grouping=None,
+                 metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"]),
+        TablesBy(attacked, "model", index=index, grouping="clinical",
+                 metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"]),
     ]
 
 
@@ -208,6 +208,23 @@ def compact_table(results: pd.DataFrame, index: Sequence[str] = ("model",), metr
         if table_width(table) <= MAX_TABLE_CHARS:
             break
     return table
+
+
+class TablesBy:
+    """One :func:`compact_table` per value of ``by`` (e.g. per model), each under its name:
+    narrower than one table with ``by`` in every row. ``tables`` maps each value to its
+    table; in a notebook it displays as HTML (the tables never wrap a cell)."""
+
+    def __init__(self, results: pd.DataFrame, by: str, **kw: Any) -> None:
+        self.by = by
+        self.tables = {str(v): compact_table(rows, **kw) for v, rows in results.groupby(by, sort=False)}
+
+    def _repr_html_(self) -> str:
+        return "\n".join(f"<p><strong>{self.by} {name}</strong></p>\n{styled(t).to_html()}"
+                         for name, t in self.tables.items())
+
+    def __repr__(self) -> str:
+        return "\n\n".join(f"{self.by} {name}\n{t.to_string()}" for name, t in self.tables.items())
 
 
 def styled(table: pd.DataFrame):

@@ -788,7 +788,10 @@ def defence_cases(defended: pd.DataFrame, undefended: pd.DataFrame, model: str, 
     for attack in attacks:
         u = du[(du["attack"] == attack) & (du["setting"] == "greybox")]
         if attack in params and params[attack] is not None:
-            u = u[param_matches(u["param"], params[attack])]
+            # params are written with 6 significant digits ("0.0313725"): match to that precision
+            target = param_value(params[attack])
+            u = u[u["param"].map(lambda p: param_value(p) is not None and target is not None
+                                 and math.isclose(param_value(p), target, rel_tol=1e-5))]
         und = _one(u, f"{model}/{attack}/undefended/{metric}")
         for s in settings:
             d = dd[(dd["attack"] == attack) & (dd["setting"] == s)]
