@@ -76,12 +76,12 @@ show(run, plots.class_histogram(before, after, f"Label-flip poisoning: training 
 # %% tags=["hide-input"]
 xlabel = "fraction of nv training images relabelled bkl"
 show(run, plots.metric_curves(results, x="param", metrics=["accuracy", "macro_recall", "recall_nv", "recall_bkl"],
-                              xlabel=xlabel, title="Label-flip poisoning nv -> bkl: model metrics, each model retrained"),
+                              xlabel=xlabel, col_wrap=2, title="Label flip nv -> bkl: model metrics"),
      "exp1_model_metrics")
-for grouping, note in (("clinical", "malignant = mel, bcc, akiec"), ("thesis", "cancerous = nv, mel, bcc, akiec")):
+for grouping, note in (("clinical", "malignant: mel, bcc, akiec"), ("thesis", "nv counted as cancerous")):
     show(run, plots.metric_curves(results, x="param", metrics=["sensitivity", "npv", "fnr", "health_accuracy"],
-                                  xlabel=xlabel, grouping=grouping,
-                                  title=f"Label-flip poisoning nv -> bkl: health metrics, {grouping} grouping ({note})"),
+                                  xlabel=xlabel, grouping=grouping, col_wrap=2,
+                                  title=f"Label flip nv -> bkl: health, {grouping} grouping ({note})"),
          "exp1_health_metrics" if grouping == "clinical" else "exp1_health_metrics_thesis")
 
 # %% [markdown]

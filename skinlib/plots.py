@@ -598,7 +598,7 @@ def metric_curves(df: pd.DataFrame, x: str = "param", metrics: Optional[Sequence
             ax.set_xlabel(xlabel or x)
             ax.set_ylabel(None)
         if handles:
-            fig.legend(handles, legend_labels, loc="outside right upper", fontsize="small")
+            fig.legend(handles, legend_labels, loc="outside right center", fontsize="small")  # clear of the title
         if title:
             fig.suptitle(title)
     return fig
