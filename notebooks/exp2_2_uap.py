@@ -113,4 +113,4 @@ for m in outcomes:
     lines.append(f"- **{m}**: test flip rate {pct(value(results, model=m, attack='uap_art', metric='flip_rate'))} "
                  f"(ART) and {pct(value(results, model=m, attack='uap_fast', metric='flip_rate'))} (fast), against "
                  f"{pct(value(results, model=m, attack='random', metric='flip_rate'))} for random noise of the same norm.")
-display(Markdown("On this run:\n\n" + "\n".join(lines) + "\n\n" + budget_text(run)))
+display(Markdown("On this run:\n\n" + "\n".join(lines)))

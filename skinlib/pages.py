@@ -338,8 +338,9 @@ def uap_reading(run: Run, results: pd.DataFrame, outcomes: dict, attack: str = "
         kind = "malignant" if c["malignant"]["clinical"] else "benign"
         if fnr_clean == fnr_clean and before == before:
             change = "falls" if fnr_clean < before else "rises" if fnr_clean > before else "stays"
-            line += (f" `{c['class']}` is {kind} under the clinical grouping, and the clinical FNR {change} "
-                     f"from {pct(before)} (clean) to {pct(fnr_clean)}")
+            line += f" `{c['class']}` is {kind} under the clinical grouping, and the clinical FNR " + (
+                f"{change} from {pct(before)} (clean) to {pct(fnr_clean)}" if change != "stays"
+                else f"stays at {pct(fnr_clean)}")
             if change == "falls" and c["malignant"]["clinical"]:
                 line += (": it falls because the perturbation pushes images of every class into a malignant "
                          "class, so fewer malignant lesions are called benign, not because the model sees "
