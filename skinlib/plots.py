@@ -231,7 +231,7 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> F
                     ax.legend(loc="best", fontsize="small")
                 else:
                     ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        fig.suptitle("Training curves")
+        fig.suptitle("Training curves (clean training and validation sets, no attack)")
     return fig
 
 
