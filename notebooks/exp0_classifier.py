@@ -37,8 +37,8 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import (compact_table, confusions, health_confusions, labels, pct, show, styled, thesis_rows,
-                           training_text, value)
+from skinlib.pages import (classifier_reading, compact_table, confusions, health_confusions, labels, show, styled,
+                           thesis_rows, training_text)
 from skinlib.report import glue_metrics
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed, "train.epochs": epochs})
@@ -86,12 +86,4 @@ thesis_rows(run, results, ["4.1", "4.2"])
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    acc = value(results, model=m, metric="accuracy")
-    rec = value(results, model=m, metric="macro_recall")
-    fnr = value(results, model=m, metric="fnr", grouping="clinical")
-    lines.append(f"- **{m}**: accuracy {pct(acc)}, macro recall {pct(rec)}; it misses {pct(fnr)} of the "
-                 "malignant test images (clinical FNR).")
-display(Markdown("On this run:\n\n" + "\n".join(lines) + "\n\nThe gap between accuracy and macro recall "
-                 "measures how much the accuracy owes to the majority class (nevi)."))
+display(Markdown(classifier_reading(results, list(outcomes))))

@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 from skinlib import experiments, plots
 from skinlib.context import open_run
 from skinlib.labels import CLASSES
-from skinlib.pages import pct, show, value
+from skinlib.pages import poisoning_reading, show
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
                overrides={"seed": seed, "poisoning.fractions": fractions, "poisoning.epochs": epochs})
@@ -88,13 +88,4 @@ for grouping, note in (("clinical", "malignant: mel, bcc, akiec"), ("thesis", "n
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    p0, p1 = experiments.fmt_param(0.0), experiments.fmt_param(top)
-    lines.append(f"- **{m}**: recall of nv {pct(value(results, model=m, param=p0, metric='recall_nv'))} clean, "
-                 f"{pct(value(results, model=m, param=p1, metric='recall_nv'))} at {top:.0%} flipped; recall of bkl "
-                 f"{pct(value(results, model=m, param=p0, metric='recall_bkl'))} -> "
-                 f"{pct(value(results, model=m, param=p1, metric='recall_bkl'))}; accuracy "
-                 f"{pct(value(results, model=m, param=p0, metric='accuracy'))} -> "
-                 f"{pct(value(results, model=m, param=p1, metric='accuracy'))}.")
-display(Markdown("On this run:\n\n" + "\n".join(lines)))
+display(Markdown(poisoning_reading(results, list(outcomes), top)))

@@ -40,8 +40,8 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import (attack_title, clean_results, compact_table, confusions, eps255, health_confusions, labels,
-                           pct, show, styled, thesis_rows, value, with_clean_point)
+from skinlib.pages import (attack_title, clean_results, compact_table, confusions, eps255, fgsm_reading,
+                           health_confusions, labels, show, styled, thesis_rows, with_clean_point)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
                overrides={"seed": seed, "fgsm.eps": eps, "fgsm.eps_sweep": eps_sweep, "fgsm.pgd_steps": pgd_steps})
@@ -103,11 +103,4 @@ thesis_rows(run, results, ["4.3", "4.4"], param_filter={"exp2_1_fgsm": cfg.eps})
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    lines.append(f"- **{m}**: accuracy {pct(value(results, model=m, attack='fgsm', param=key, metric='accuracy'))} "
-                 f"under FGSM (flip rate {pct(value(results, model=m, attack='fgsm', param=key, metric='flip_rate'))}), "
-                 f"{pct(value(results, model=m, attack='pgd', param=key, metric='accuracy'))} under PGD and "
-                 f"{pct(value(results, model=m, attack='random', param=key, metric='accuracy'))} under random noise "
-                 "of the same size.")
-display(Markdown("At the thesis's eps, on this run:\n\n" + "\n".join(lines)))
+display(Markdown(fgsm_reading(results, list(outcomes), key)))

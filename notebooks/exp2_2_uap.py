@@ -44,7 +44,7 @@ from IPython.display import Markdown, display
 from skinlib import experiments, plots
 from skinlib.context import open_run
 from skinlib.pages import (attack_title, budget_text, compact_table, confusions, health_confusions, labels, pct, show,
-                           styled, thesis_rows, uap_budget, uap_reading, value)
+                           styled, thesis_rows, uap_budget, uap_flip_reading, uap_reading, value)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
                overrides={"seed": seed, "uap.norm": norm, "uap.eps": eps, "uap.max_iter": max_iter})
@@ -108,9 +108,4 @@ thesis_rows(run, results, ["4.5", "4.6"])
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    lines.append(f"- **{m}**: test flip rate {pct(value(results, model=m, attack='uap_art', metric='flip_rate'))} "
-                 f"(ART) and {pct(value(results, model=m, attack='uap_fast', metric='flip_rate'))} (fast), against "
-                 f"{pct(value(results, model=m, attack='random', metric='flip_rate'))} for random noise of the same norm.")
-display(Markdown("On this run:\n\n" + "\n".join(lines)))
+display(Markdown(uap_flip_reading(results, list(outcomes))))

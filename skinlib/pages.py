@@ -544,3 +544,64 @@ def benchmark_banner(found: Sequence[tuple[str, Optional[str], pd.DataFrame]], b
     return (f"> ℹ **Note: these tables are per benchmark profile, not the book's profile `{book_profile}`.**\n>\n"
             f"> Each table holds one profile's rows: {listed}. The benchmark scripts are run on their own, "
             "not by `skinlib run`; a table without a profile did not record one.\n")
+
+
+# ---------------------------------------------------------------- the attack chapters' readings
+
+def classifier_reading(results: pd.DataFrame, models: Sequence[str]) -> str:
+    """Experiment 0: accuracy, macro recall and clinical FNR per model."""
+    lines = []
+    for m in models:
+        lines.append(f"- **{m}**: accuracy {pct(value(results, model=m, metric='accuracy'))}, macro recall "
+                     f"{pct(value(results, model=m, metric='macro_recall'))}; it misses "
+                     f"{pct(value(results, model=m, metric='fnr', grouping='clinical'))} of the malignant test "
+                     "images (clinical FNR).")
+    return ("On this run:\n\n" + "\n".join(lines) + "\n\nThe gap between accuracy and macro recall measures how "
+            "much the accuracy owes to the majority class (nevi).")
+
+
+def poisoning_reading(results: pd.DataFrame, models: Sequence[str], top: float) -> str:
+    """Experiment 1: nv and bkl recall, accuracy, and the FNR under both groupings, clean vs the largest fraction."""
+    from skinlib.experiments import fmt_param
+
+    p0, p1 = fmt_param(0.0), fmt_param(top)
+
+    def at(m: str, p: str, metric: str, grouping: str = "") -> str:
+        kw = {"grouping": grouping} if grouping else {}
+        return pct(value(results, model=m, param=p, metric=metric, **kw))
+
+    lines = []
+    for m in models:
+        lines.append(f"- **{m}**: recall of nv {at(m, p0, 'recall_nv')} clean, {at(m, p1, 'recall_nv')} at {top:.0%} "
+                     f"flipped; recall of bkl {at(m, p0, 'recall_bkl')} -> {at(m, p1, 'recall_bkl')}; accuracy "
+                     f"{at(m, p0, 'accuracy')} -> {at(m, p1, 'accuracy')}; FNR under the clinical grouping "
+                     f"{at(m, p0, 'fnr', 'clinical')} -> {at(m, p1, 'fnr', 'clinical')}, under the thesis's "
+                     f"{at(m, p0, 'fnr', 'thesis')} -> {at(m, p1, 'fnr', 'thesis')}.")
+    return ("On this run:\n\n" + "\n".join(lines) + "\n\nAn nv -> bkl flip moves images between two benign classes "
+            "of the clinical grouping, but from \"cancerous\" to \"healthy\" under the thesis's: only the latter FNR "
+            "can measure it.")
+
+
+def fgsm_reading(results: pd.DataFrame, models: Sequence[str], key: str) -> str:
+    """Experiment 2.1: accuracy under FGSM, PGD and noise at the thesis's eps."""
+    lines = []
+    for m in models:
+        def acc(attack: str) -> str:
+            return pct(value(results, model=m, attack=attack, param=key, metric="accuracy"))
+
+        lines.append(f"- **{m}**: accuracy {acc('fgsm')} under FGSM (flip rate "
+                     f"{pct(value(results, model=m, attack='fgsm', param=key, metric='flip_rate'))}), {acc('pgd')} "
+                     f"under PGD and {acc('random')} under random noise of the same size.")
+    return "At the thesis's eps, on this run:\n\n" + "\n".join(lines)
+
+
+def uap_flip_reading(results: pd.DataFrame, models: Sequence[str]) -> str:
+    """Experiment 2.2: test flip rates of both UAPs against noise of the same norm."""
+    lines = []
+    for m in models:
+        def flip(attack: str) -> str:
+            return pct(value(results, model=m, attack=attack, metric="flip_rate"))
+
+        lines.append(f"- **{m}**: test flip rate {flip('uap_art')} (ART) and {flip('uap_fast')} (fast), against "
+                     f"{flip('random')} for random noise of the same norm.")
+    return "On this run:\n\n" + "\n".join(lines)
