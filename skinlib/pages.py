@@ -125,7 +125,7 @@ def show_defence_comparison(run: Run, results: pd.DataFrame, experiment: str, de
 
     fig = plots.defence_comparison(results, undefended_results(run), defence, params={"fgsm": run.profile.fgsm.eps},
                                    models=list(run.profile.models),
-                                   title=f"FGSM eps {eps255(run.profile.fgsm.eps)}, UAP {uap_budget(run)}")
+                                   title=f"attacks: FGSM eps {eps255(run.profile.fgsm.eps)}, UAPs {uap_budget(run)}")
     show(run, fig, f"{experiment}_comparison")
 
 

@@ -813,8 +813,8 @@ def defence_comparison(defended: pd.DataFrame, undefended: pd.DataFrame, defence
     FNR); in each panel a pair of horizontal bars (undefended, defended) per case (clean,
     then each attack in the grey-box and white-box settings; see :func:`defence_cases`),
     with 95% interval bars and the value written at the bar's end. Health metrics are
-    taken under ``grouping``. ``defence`` names the defence in the figure title, after
-    ``title`` when given.
+    taken under ``grouping``. ``defence`` names the defence in the figure title; ``title``
+    (e.g. the attacks' budgets) is a second line.
     """
     dd = tidy(defended)
     models = list(models) if models is not None else list(dict.fromkeys(dd["model"]))
@@ -856,6 +856,6 @@ def defence_comparison(defended: pd.DataFrame, undefended: pd.DataFrame, defence
                 ax.grid(False, axis="y")
         handles = [Patch(color=colours[s], label=s) for s in ("undefended", "defended")]
         fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
-        head = f"{title}: " if title else ""
-        fig.suptitle(f"{head}{defence} vs the undefended model, clean and under attack (95% intervals)")
+        fig.suptitle(f"{defence} vs the undefended model, clean and under attack (95% intervals)"
+                     + (f"\n{title}" if title else ""))
     return fig
