@@ -301,3 +301,13 @@ def test_results_pages_show_figures_before_tables(name):
     first_table = min(text.index(k) for k in ("compact_table(", "clean_table)") if k in text)
     first_figure = min(text.index(k) for k in ("show(run", "show_defence_comparison(run") if k in text)
     assert first_figure < first_table
+
+
+def test_poisoning_reading_gives_the_fnr_under_both_groupings():
+    rows = []
+    for p, v in (("0", 0.2), ("0.6", 0.5)):
+        rows += [row(model="m", param=p, metric="fnr", grouping="clinical", value=0.3),
+                 row(model="m", param=p, metric="fnr", grouping="thesis", value=v),
+                 row(model="m", param=p, metric="recall_nv", value=0.9)]
+    text = pages.poisoning_reading(pd.DataFrame(rows), ["m"], 0.6)
+    assert "clinical grouping 30.0% -> 30.0%" in text and "thesis's 20.0% -> 50.0%" in text
