@@ -490,8 +490,10 @@ def benchmark_uap_note(table: pd.DataFrame, results_root: Optional[Path] = None)
         a = art.iloc[0]
         found = re.search(r"delta=([0-9.]+)", str(a.get("schedule", "")))
         delta = found.group(1) if found else "?"
+        loaded = " (loaded from a file by the script, not experiment 0's model of a run)" \
+            if "(loaded)" in str(a["model"]) else ""
         line = (f"- `{profile}`: the benchmark's ART UAP ran with delta={delta} (ART's stop criterion: with 0, every "
-                f"pass runs) on the model `{a['model']}`, and fooled {float(a['test_flip_rate']):.1%} of "
+                f"pass runs) on the model `{a['model']}`{loaded}, and fooled {float(a['test_flip_rate']):.1%} of "
                 f"{int(a['test_images']):,} test images. Experiment 2.2 runs ART with delta={default_delta} (it stops "
                 f"once {1 - default_delta:.0%} of the training images are fooled) on its own experiment-0 models")
         if results_root is not None:
@@ -538,7 +540,7 @@ def benchmark_banner(found: Sequence[tuple[str, Optional[str], pd.DataFrame]], b
         except Exception:  # a profile no longer in profiles/: say what the rows say
             source = "unknown"
         what = ("synthetic images: they time the code and say nothing about skin lesions" if source == "synthetic"
-                else f"{source} images")
+                else f"real images, source `{source}`")
         kinds.append(f"`{prof}` ({what})")
     listed = "; ".join(kinds) if kinds else "none yet"
     return (f"> ℹ **Note: these tables are per benchmark profile, not the book's profile `{book_profile}`.**\n>\n"

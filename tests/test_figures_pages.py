@@ -281,8 +281,9 @@ def test_benchmark_tables_split_per_profile_and_explain_the_uap_row(tmp_path):
         tmp_path / "ham10000" / "exp2_2_uap.csv", index=False)
     note = pages.benchmark_uap_note(uap, tmp_path)
     assert "delta=0.0" in note and "delta=0.2" in note and "73.9%" in note and "57.8%" in note
+    assert "loaded from a file" in note
     banner = pages.benchmark_banner(found, "ham10000")
-    assert "`default` (synthetic images" in banner and "`ham10000` (ham10000 images)" in banner
+    assert "`default` (synthetic images" in banner and "`ham10000` (real images, source `ham10000`)" in banner
 
 
 # --------------------------------------------------------------------------- notebooks
