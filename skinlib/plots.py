@@ -475,7 +475,7 @@ def adversarial_panel(clean: np.ndarray, perturbation: np.ndarray, adversarial: 
                 colour = "black" if right is None else (RIGHT_COLOUR if right else WRONG_COLOUR)
                 ax.set_title(panel_title, fontsize="small", color=colour)
         head = f"{title}: clean / perturbation / adversarial" if title else "Clean / perturbation / adversarial"
-        fig.suptitle(head + (f" (eps = {eps * 255:.1f}/255)" if eps else ""))
+        fig.suptitle(head + (f" (eps = {eps * 255:.1f}/255)" if eps and "eps" not in title else ""))
     return fig
 
 
