@@ -28,19 +28,21 @@ results_dir = None
 seed = None
 
 # %% tags=["hide-input"]
-import pandas as pd
 from IPython.display import Markdown, display
 
 from skinlib import report
+from skinlib.pages import benchmark_banner, benchmark_tables, benchmark_uap_note
 from skinlib.paths import results_root
 
 folder = results_root() / "benchmarks"
-found = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+found = benchmark_tables(folder)
+display(Markdown(benchmark_banner(found, profile)))
 if not found:
     display(Markdown("No benchmark results yet: run the scripts in `benchmarks/`."))
-for csv in found:
-    display(Markdown(f"### {csv.stem}"))
-    table = pd.read_csv(csv)
-    if csv.stem == "uap":
-        display(Markdown(report.uap_benchmark_summary(table)))
+for bench, prof, table in found:
+    display(Markdown(f"### {bench}" + (f" · profile `{prof}`" if prof else "")))
+    if bench == "uap" and prof is not None:
+        rows = table.assign(profile=prof)
+        display(Markdown(report.uap_benchmark_summary(rows)))
+        display(Markdown(benchmark_uap_note(rows, results_root())))
     display(table)

@@ -19,8 +19,8 @@
 # **What it asks.** How well do the two model families classify the seven lesion
 # classes before any attack? These models are the targets of every later experiment.
 #
-# **Parameters.** The profile's models, epochs, batch size (32, as in the thesis),
-# class weights (inverse frequency) and learning rate; override any of them with
+# **Parameters.** The profile's models, epochs, batch size, class weights and learning
+# rate (this run's values are stated below the banner); override any of them with
 # papermill, e.g. `-p epochs 20`.
 #
 # **Thesis.** Tables 4.1 and 4.2, figures 4.1-4.3.
@@ -37,11 +37,13 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import confusions, health_confusions, labels, pct, show, thesis_rows, value
-from skinlib.report import glue_metrics, metrics_table
+from skinlib.pages import (classifier_reading, compact_table, confusions, health_confusions, labels, show, styled,
+                           thesis_rows, training_text)
+from skinlib.report import glue_metrics
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed, "train.epochs": epochs})
 display(run.banner())
+display(Markdown(training_text(run)))
 
 # %% tags=["hide-output"]
 outcomes = experiments.exp0_classifier(run)
@@ -59,19 +61,19 @@ show(run, plots.training_curves({m: o.history for m, o in outcomes.items()}), "e
 # %% tags=["hide-input"]
 y = run.y("test")
 preds = {m: o.predictions["clean"] for m, o in outcomes.items()}
-show(run, plots.confusion_matrices(confusions(y, preds), labels(), "Test set, clean"), "exp0_confusion")
-show(run, plots.health_confusions(health_confusions(y, preds)), "exp0_health_confusion")
+show(run, plots.confusion_matrices(confusions(y, preds), labels(), "No attack, clean test set"), "exp0_confusion")
+show(run, plots.health_confusions(health_confusions(y, preds), "No attack, clean test set"), "exp0_health_confusion")
 
 # %% [markdown]
 # ## Model and health metrics (thesis tables 4.1 and 4.2)
 #
-# Values with their 95% bootstrap intervals over test images; health metrics under the
+# Percent, with 95% bootstrap intervals over test lesions; health metrics under the
 # clinical grouping (malignant = mel, bcc, akiec) and under the thesis's grouping.
 
 # %% tags=["hide-input"]
-display(metrics_table(results, metrics=["accuracy", "macro_recall", "macro_specificity"], grouping=None))
-display(metrics_table(results, metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"],
-                      index=["model", "grouping"], grouping=None))
+display(styled(compact_table(results, metrics=["accuracy", "macro_recall", "macro_specificity"], grouping=None)))
+display(styled(compact_table(results, metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"],
+                             index=["model", "grouping"], grouping=None)))
 glue_metrics(results[results["grouping"].isin(["", "clinical"])], "exp0")
 
 # %% [markdown]
@@ -84,12 +86,4 @@ thesis_rows(run, results, ["4.1", "4.2"])
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    acc = value(results, model=m, metric="accuracy")
-    rec = value(results, model=m, metric="macro_recall")
-    fnr = value(results, model=m, metric="fnr", grouping="clinical")
-    lines.append(f"- **{m}**: accuracy {pct(acc)}, macro recall {pct(rec)}; it misses {pct(fnr)} of the "
-                 "malignant test images (clinical FNR).")
-display(Markdown("On this run:\n\n" + "\n".join(lines) + "\n\nThe gap between accuracy and macro recall "
-                 "measures how much the accuracy owes to the majority class (nevi)."))
+display(Markdown(classifier_reading(results, list(outcomes))))

@@ -40,15 +40,15 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import confusions, health_confusions, labels, pct, show, thesis_rows, value
-from skinlib.report import metrics_table
+from skinlib.pages import (attack_title, clean_results, compact_table, confusions, eps255, fgsm_reading,
+                           health_confusions, labels, show, styled, thesis_rows, with_clean_point)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
                overrides={"seed": seed, "fgsm.eps": eps, "fgsm.eps_sweep": eps_sweep, "fgsm.pgd_steps": pgd_steps})
 display(run.banner())
 cfg = run.profile.fgsm
 key = experiments.fmt_param(cfg.eps)
-display(Markdown(f"FGSM budget: eps = {cfg.eps:.5f} = {cfg.eps * 255:.2g}/255."))
+display(Markdown(f"FGSM budget: eps = {cfg.eps:.5f} = {eps255(cfg.eps)} (L-inf, pixels in [0, 1])."))
 
 # %% tags=["hide-output"]
 outcomes = experiments.exp2_1_fgsm(run)
@@ -64,7 +64,8 @@ for m, o in outcomes.items():
     show(run, plots.adversarial_panel(ex["clean"], ex["adversarial"] - ex["clean"], ex["adversarial"],
                                       experiments.class_names(o.predictions["clean"][:n]),
                                       experiments.class_names(o.predictions[f"fgsm@{key}"][:n]),
-                                      experiments.class_names(run.y("test")[:n])), f"exp2_1_examples_{m}")
+                                      experiments.class_names(run.y("test")[:n]),
+                                      title=f"{m}: {attack_title(run, 'fgsm')}"), f"exp2_1_examples_{m}")
 
 # %% [markdown]
 # ## Confusion matrices under FGSM (thesis figures 4.8 and 4.9)
@@ -72,20 +73,8 @@ for m, o in outcomes.items():
 # %% tags=["hide-input"]
 y = run.y("test")
 preds = {m: o.predictions[f"fgsm@{key}"] for m, o in outcomes.items()}
-show(run, plots.confusion_matrices(confusions(y, preds), labels(), f"FGSM, eps = {cfg.eps * 255:.2g}/255"),
-     "exp2_1_confusion")
-show(run, plots.health_confusions(health_confusions(y, preds)), "exp2_1_health_confusion")
-
-# %% [markdown]
-# ## Metrics at the thesis's eps (thesis tables 4.3 and 4.4)
-
-# %% tags=["hide-input"]
-at_eps = results[(results["attack"] == "fgsm") & (results["param"] == key)]
-display(metrics_table(at_eps, metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"],
-                      grouping=None))
-display(metrics_table(at_eps, metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"],
-                      index=["model", "grouping"], grouping=None))
-thesis_rows(run, results, ["4.3", "4.4"], param_filter={"exp2_1_fgsm": cfg.eps})
+show(run, plots.confusion_matrices(confusions(y, preds), labels(), attack_title(run, "fgsm")), "exp2_1_confusion")
+show(run, plots.health_confusions(health_confusions(y, preds), attack_title(run, "fgsm")), "exp2_1_health_confusion")
 
 # %% [markdown]
 # ## Robustness curve: FGSM, PGD and random noise
@@ -93,19 +82,25 @@ thesis_rows(run, results, ["4.3", "4.4"], param_filter={"exp2_1_fgsm": cfg.eps})
 # An attack that does no better than random noise of the same size is not an attack.
 
 # %% tags=["hide-input"]
-curve = results[results["grouping"] == ""]
-show(run, plots.metric_curves(curve, x="param", metrics=["accuracy", "flip_rate"], xlabel="eps (L-inf, pixels in [0, 1])"),
+curve = with_clean_point(results[results["grouping"] == ""], clean_results(run), ["fgsm", "pgd", "random"])
+show(run, plots.metric_curves(curve, x="param", metrics=["accuracy", "flip_rate"], x_scale=255,
+                              xlabel="eps (/255; L-inf, pixels in [0, 1]); 0 = clean",
+                              title=f"FGSM, PGD ({cfg.pgd_steps} steps) and random noise against eps, grey box"),
      "exp2_1_robustness")
+
+# %% [markdown]
+# ## Metrics at the thesis's eps (thesis tables 4.3 and 4.4)
+
+# %% tags=["hide-input"]
+at_eps = results[(results["attack"] == "fgsm") & (results["param"] == key)]
+display(styled(compact_table(at_eps, grouping=None,
+                             metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"])))
+display(styled(compact_table(at_eps, metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"],
+                             index=["model", "grouping"], grouping=None)))
+thesis_rows(run, results, ["4.3", "4.4"], param_filter={"exp2_1_fgsm": cfg.eps})
 
 # %% [markdown]
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    lines.append(f"- **{m}**: accuracy {pct(value(results, model=m, attack='fgsm', param=key, metric='accuracy'))} "
-                 f"under FGSM (flip rate {pct(value(results, model=m, attack='fgsm', param=key, metric='flip_rate'))}), "
-                 f"{pct(value(results, model=m, attack='pgd', param=key, metric='accuracy'))} under PGD and "
-                 f"{pct(value(results, model=m, attack='random', param=key, metric='accuracy'))} under random noise "
-                 "of the same size.")
-display(Markdown("At the thesis's eps, on this run:\n\n" + "\n".join(lines)))
+display(Markdown(fgsm_reading(results, list(outcomes), key)))

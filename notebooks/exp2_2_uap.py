@@ -43,12 +43,13 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import confusions, health_confusions, labels, pct, show, thesis_rows, value
-from skinlib.report import metrics_table
+from skinlib.pages import (attack_title, budget_text, compact_table, confusions, health_confusions, labels, pct, show,
+                           styled, thesis_rows, uap_budget, uap_flip_reading, uap_reading, value)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
                overrides={"seed": seed, "uap.norm": norm, "uap.eps": eps, "uap.max_iter": max_iter})
 display(run.banner())
+display(Markdown(budget_text(run)))
 
 # %% tags=["hide-output"]
 outcomes = experiments.exp2_2_uap(run)
@@ -66,7 +67,8 @@ for m, o in outcomes.items():
                      "training images": info["train_images"], "seconds": round(info["wall_s"], 1),
                      "test flip rate": pct(value(results, model=m, attack=method, metric="flip_rate")),
                      "test error rate": pct(value(results, model=m, attack=method, metric="error_rate"))})
-        show(run, plots.perturbation_image(o.extras[method]["delta"], f"{m}: {method} (amplified)"),
+        show(run, plots.perturbation_image(o.extras[method]["delta"], f"{m}: {plots.ATTACK_TEXT[method]}, "
+                                                                    f"{uap_budget(run)} (amplified)"),
              f"exp2_2_delta_{m}_{method}")
 pd.DataFrame(rows)
 
@@ -76,8 +78,8 @@ pd.DataFrame(rows)
 # %% tags=["hide-input"]
 y = run.y("test")
 preds = {m: o.predictions["uap_art"] for m, o in outcomes.items()}
-show(run, plots.confusion_matrices(confusions(y, preds), labels(), "UAP (ART)"), "exp2_2_confusion")
-show(run, plots.health_confusions(health_confusions(y, preds)), "exp2_2_health_confusion")
+show(run, plots.confusion_matrices(confusions(y, preds), labels(), attack_title(run, "uap_art")), "exp2_2_confusion")
+show(run, plots.health_confusions(health_confusions(y, preds), attack_title(run, "uap_art")), "exp2_2_health_confusion")
 
 # %% [markdown]
 # ## Where the predictions go
@@ -87,25 +89,23 @@ show(run, plots.health_confusions(health_confusions(y, preds)), "exp2_2_health_c
 # %% tags=["hide-input"]
 for m, o in outcomes.items():
     show(run, plots.prediction_histogram({k: o.predictions[k] for k in ("clean", "uap_art", "uap_fast", "random")},
-                                         labels()), f"exp2_2_predictions_{m}")
+                                         labels(), title=f"{m}: predicted classes, clean and under each "
+                                                         f"perturbation ({uap_budget(run)}, grey box)"),
+         f"exp2_2_predictions_{m}")
+display(Markdown(uap_reading(run, results, outcomes)))
 
 # %% [markdown]
 # ## Metrics (thesis tables 4.5 and 4.6)
 
 # %% tags=["hide-input"]
-display(metrics_table(results, index=["model", "attack"],
-                      metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"], grouping=None))
-display(metrics_table(results, index=["model", "attack", "grouping"],
-                      metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"], grouping=None))
+display(styled(compact_table(results, index=["model", "attack"], grouping=None,
+                             metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"])))
+display(styled(compact_table(results, index=["model", "attack", "grouping"], grouping=None,
+                             metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"])))
 thesis_rows(run, results, ["4.5", "4.6"])
 
 # %% [markdown]
 # ## Reading
 
 # %% tags=["hide-input"]
-lines = []
-for m in outcomes:
-    lines.append(f"- **{m}**: test flip rate {pct(value(results, model=m, attack='uap_art', metric='flip_rate'))} "
-                 f"(ART) and {pct(value(results, model=m, attack='uap_fast', metric='flip_rate'))} (fast), against "
-                 f"{pct(value(results, model=m, attack='random', metric='flip_rate'))} for random noise of the same norm.")
-display(Markdown("On this run:\n\n" + "\n".join(lines)))
+display(Markdown(uap_flip_reading(results, list(outcomes))))

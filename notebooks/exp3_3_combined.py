@@ -35,14 +35,16 @@ results_dir = None
 seed = None
 
 # %% tags=["hide-input"]
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from skinlib import experiments
 from skinlib.context import open_run
-from skinlib.pages import defence_reading, defence_tables, show_defence_confusions, thesis_rows
+from skinlib.pages import (defence_reading, defence_tables, llt_cost_text, retraining_text,
+                           show_defence_comparison, show_defence_confusions, thesis_rows)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
+display(Markdown(retraining_text(run)))
 
 # %% tags=["hide-output"]
 outcomes = experiments.exp3_3_combined(run)
@@ -50,23 +52,32 @@ results = run.save_results("exp3_3_combined")
 clean_table, attacked_model, attacked_health = defence_tables(results)
 
 # %% [markdown]
-# ## Clean accuracy with the defence (its cost)
+# ## Accuracy and clinical FNR, undefended vs defended
+#
+# Clean, then under each attack in both threat models; bars are 95% lesion-bootstrap
+# intervals. The undefended bar of an attack is the same in both settings: the attacker
+# crafts on the undefended model either way.
 
 # %% tags=["hide-input"]
-clean_table
-
-# %% [markdown]
-# ## Under attack, grey box and white box
-
-# %% tags=["hide-input"]
-display(attacked_model)
-attacked_health
+show_defence_comparison(run, results, "exp3_3_combined", "retraining + LLT")
+display(Markdown(llt_cost_text(run, results, "retraining + LLT")))
 
 # %% [markdown]
 # ## Confusion matrices (grey box, as in the thesis)
 
 # %% tags=["hide-input"]
 show_defence_confusions(run, outcomes, "exp3_3_combined", "retraining+llt")
+
+# %% [markdown]
+# ## The numbers
+#
+# Percent with 95% intervals: first the defence's cost on clean images, then model and
+# health metrics (clinical grouping) under attack, grey box and white box.
+
+# %% tags=["hide-input"]
+display(clean_table)
+display(attacked_model)
+attacked_health
 
 # %% [markdown]
 # ## Beside the thesis

@@ -19,6 +19,8 @@
 # Where this profile's numbers come from: the code version, the parameters, the
 # dataset, the machine, the package versions, and when and how long each page ran
 # (peak memory is the largest resident size of a notebook kernel so far in the run).
+# Paths are shown relative to the project (`./`) or the home folder (`~`), and the
+# parameters' image count is the number of images the run actually loaded.
 
 # %% tags=["parameters"]
 profile = "default"
@@ -33,12 +35,13 @@ import pandas as pd
 import yaml
 from IPython.display import Markdown, display
 
+from skinlib.pages import provenance_view
 from skinlib.paths import results_dir as profile_results_dir
 from skinlib.profiles import load_profile
 
 prof = load_profile(profile, data_dir=data_dir)
 path = profile_results_dir(prof.name) / "provenance.json"
-prov = json.loads(path.read_text()) if path.is_file() else {}
+prov = provenance_view(json.loads(path.read_text())) if path.is_file() else {}
 display(Markdown(f"Profile **{prof.name}**, data source **{prof.data.source}**; latest run: git commit "
                  f"`{prov.get('git_commit', 'unknown')}`, command `{prov.get('command', '')}`. Each page's "
                  "own commit is in the table below (pages not re-run keep the commit they ran at)."))

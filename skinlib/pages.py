@@ -58,9 +58,10 @@ def thesis_rows(run: Run, results: pd.DataFrame, tables: Sequence[str], *,
 
 
 def confusions(y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """7x7 matrices of counts per model (the figure normalises rows and titles the real image count)."""
     from skinlib.metrics import confusion
 
-    return {name: confusion(y_true, pred, normalize="true") for name, pred in predictions.items()}
+    return {name: confusion(y_true, pred, normalize=None) for name, pred in predictions.items()}
 
 
 def health_confusions(y_true: np.ndarray, predictions: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
@@ -88,19 +89,22 @@ def labels() -> list[str]:
 
 # ---------------------------------------------------------------- the defence chapters (3.1-3.3)
 
-def defence_tables(results: pd.DataFrame) -> list[pd.DataFrame]:
-    """Clean cost of a defence, then model and health metrics under attack (both settings)."""
-    from skinlib.report import metrics_table
+def defence_tables(results: pd.DataFrame) -> list:
+    """Clean cost of a defence, then model and health metrics under attack (both settings).
 
+    Compact tables (:func:`compact_table`): percent values with their 95% interval in
+    one unbreakable cell, one index column, at most five metric columns.
+    """
     clean = results[results["attack"] == "none"]
     attacked = results[results["attack"] != "none"]
-    index = ["model", "attack", "setting"]
+    index = ["attack", "setting"]
     return [
-        metrics_table(clean, index=["model", "param"], metrics=["accuracy", "macro_recall", "fnr"], grouping="clinical"),
-        metrics_table(attacked, index=index, grouping=None,
-                      metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"]),
-        metrics_table(attacked, index=index, grouping="clinical",
-                      metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"]),
+        styled(compact_table(clean, index=["model", "param"], metrics=["accuracy", "macro_recall", "fnr"],
+                             grouping="clinical")),
+        TablesBy(attacked, "model", index=index, grouping=None,
+                 metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"]),
+        TablesBy(attacked, "model", index=index, grouping="clinical",
+                 metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"]),
     ]
 
 
@@ -111,14 +115,143 @@ def show_defence_confusions(run: Run, outcomes: dict, experiment: str, defence: 
     y = run.y("test")
     for attack in ("fgsm", "uap_art"):
         preds = {m: o.predictions[f"{attack}/greybox"] for m, o in outcomes.items()}
-        show(run, plots.confusion_matrices(confusions(y, preds), labels(), f"{attack}, grey box, defence: {defence}"),
-             f"{experiment}_confusion_{attack}")
-        show(run, plots.health_confusions(health_confusions(y, preds)), f"{experiment}_health_confusion_{attack}")
+        title = f"{attack_title(run, attack, 'greybox')}, defence: {defence}"
+        show(run, plots.confusion_matrices(confusions(y, preds), labels(), title), f"{experiment}_confusion_{attack}")
+        show(run, plots.health_confusions(health_confusions(y, preds), title),
+             f"{experiment}_health_confusion_{attack}")
 
 
-#: How much lower white-box accuracy must be, in accuracy points, for a defence to be
-#: read as holding "only against the grey-box attacker".
-GREYBOX_ONLY_GAP = 0.10
+def undefended_results(run: Run) -> pd.DataFrame:
+    """The undefended model's rows the defence chapters compare with: experiment 0 (clean),
+    2.1 and 2.2 (grey-box attacks), read from this run's results folder (empty if absent)."""
+    from skinlib.results import read_results
+
+    paths = [earlier_result(run, e) for e in ("exp0_classifier", "exp2_1_fgsm", "exp2_2_uap")]
+    frames = [read_results(p) for p in paths if p is not None]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results_columns())
+
+
+def results_columns() -> list[str]:
+    from skinlib.results import COLUMNS
+
+    return list(COLUMNS)
+
+
+def show_defence_comparison(run: Run, results: pd.DataFrame, experiment: str, defence: str) -> None:
+    """The defence chapter's headline figure: accuracy and clinical FNR, undefended vs defended."""
+    from skinlib import plots
+
+    fig = plots.defence_comparison(results, undefended_results(run), defence, params={"fgsm": run.profile.fgsm.eps},
+                                   models=list(run.profile.models),
+                                   title=f"attacks: FGSM eps {eps255(run.profile.fgsm.eps)}, UAPs {uap_budget(run)}")
+    show(run, fig, f"{experiment}_comparison")
+
+
+# ---------------------------------------------------------------- titles and compact tables
+
+def eps255(eps: float) -> str:
+    """``2/255`` for eps = 2/255 (the unit the thesis and the book quote)."""
+    return f"{eps * 255:.3g}/255"
+
+
+def uap_budget(run: Run) -> str:
+    """The UAP's budget in words: ``L-inf 8/255`` or ``L2 zeta 4% of the mean image norm``."""
+    u = run.profile.uap
+    return f"L-inf {eps255(u.eps)}" if str(u.norm) == "inf" else f"L2 {u.zeta:.0%} of the mean image norm"
+
+
+def attack_title(run: Run, attack: str, setting: str = "greybox") -> str:
+    """``"FGSM eps 2/255, grey box"``: an attack, its budget and its setting, for figure titles."""
+    from skinlib.plots import ATTACK_TEXT, SETTING_TEXT
+
+    name = ATTACK_TEXT.get(attack, attack)
+    if attack in ("fgsm", "pgd"):
+        name += f" eps {eps255(run.profile.fgsm.eps)}"
+    elif attack.startswith("uap"):
+        name += f" {uap_budget(run)}"
+    return f"{name}, {SETTING_TEXT.get(setting, setting)}"
+
+
+#: The widest a compact table row may be, in characters (index and cells): about what a
+#: book page shows without scrolling at a 1280 px wide window.
+MAX_TABLE_CHARS = 100
+
+
+def format_cell(value: float, low: float = float("nan"), high: float = float("nan"), ci_decimals: int = 1) -> str:
+    """``"61.2 [58.1, 64.0]"``: a fraction as percent with its 95% interval (no % signs, to stay narrow)."""
+    if value != value:
+        return "—"
+    s = f"{100 * value:.1f}"
+    if low == low and high == high:
+        s += f" [{100 * low:.{ci_decimals}f}, {100 * high:.{ci_decimals}f}]"
+    return s
+
+
+def table_width(table: pd.DataFrame) -> int:
+    """Characters of the widest body row of a display table (index, cells, two per column gap;
+    headers wrap, so they do not count)."""
+    widths = [len(str(i)) + sum(len(str(c)) + 2 for c in row) for i, row in zip(table.index, table.to_numpy())]
+    return max(widths, default=0)
+
+
+def compact_table(results: pd.DataFrame, index: Sequence[str] = ("model",), metrics: Optional[Sequence[str]] = None,
+                  *, grouping: Optional[str] = "clinical") -> pd.DataFrame:
+    """A narrow display table: one row per ``index`` combination (joined in one column),
+    one column per metric ("accuracy %"), cells ``"61.2 [58.1, 64.0]"`` (percent, 95% interval);
+    where that makes a row wider than :data:`MAX_TABLE_CHARS`, the intervals are rounded to
+    whole percent (``"61.2 [58, 64]"``).
+
+    Health metrics are taken under ``grouping`` (None keeps every row; put ``grouping`` in
+    ``index`` then). Several rows for one cell raise a :class:`SkinlibError`.
+    """
+    from skinlib.report import check_unique, filter_grouping, metric_label, ordered_metrics, tidy
+
+    index = list(index)
+    d = tidy(results, required=(*index, "metric", "value"))
+    if metrics is not None:
+        d = d[d["metric"].isin(list(metrics))]
+    d = filter_grouping(d, grouping)
+    check_unique(d, [*index, "metric"], "compact_table")
+    if d.empty:
+        return pd.DataFrame(columns=[f"{metric_label(m)} %" for m in (metrics or [])])
+    order = [m for m in metrics if m in set(d["metric"])] if metrics is not None else ordered_metrics(d["metric"])
+    keys = [" · ".join(str(v) for v in row if str(v) != "") for row in d[index].astype(str).to_numpy().tolist()]
+    for ci_decimals in (1, 0):
+        cells = [format_cell(v, lo, hi, ci_decimals) for v, lo, hi in zip(d["value"], d["ci_low"], d["ci_high"])]
+        table = d.assign(_row=keys, _cell=cells).pivot(index="_row", columns="metric", values="_cell")
+        table = table.reindex(index=list(dict.fromkeys(keys)), columns=order).fillna("—")
+        table.columns = [f"{metric_label(m)} %" for m in order]
+        table.index.name = " · ".join(index)
+        table.columns.name = None
+        if table_width(table) <= MAX_TABLE_CHARS:
+            break
+    return table
+
+
+class TablesBy:
+    """One :func:`compact_table` per value of ``by`` (e.g. per model), each under its name:
+    narrower than one table with ``by`` in every row. ``tables`` maps each value to its
+    table; in a notebook it displays as HTML (the tables never wrap a cell)."""
+
+    def __init__(self, results: pd.DataFrame, by: str, **kw: Any) -> None:
+        self.by = by
+        self.tables = {str(v): compact_table(rows, **kw) for v, rows in results.groupby(by, sort=False)}
+
+    def _repr_html_(self) -> str:
+        return "\n".join(f"<p><strong>{self.by} {name}</strong></p>\n{styled(t).to_html()}"
+                         for name, t in self.tables.items())
+
+    def __repr__(self) -> str:
+        return "\n\n".join(f"{self.by} {name}\n{t.to_string()}" for name, t in self.tables.items())
+
+
+def styled(table: pd.DataFrame):
+    """``table`` as a Styler whose cells never wrap (value and interval stay on one line; headers may)."""
+    return table.style.set_table_styles([
+        {"selector": "td, th.row_heading", "props": "white-space: nowrap; font-size: 0.85em; padding: 0.2em 0.5em;"},
+        {"selector": "th.col_heading", "props": "font-size: 0.85em; padding: 0.2em 0.5em; text-align: right;"},
+    ])
+
 
 
 def defence_reading(results: pd.DataFrame, models: Sequence[str]):
@@ -161,3 +294,355 @@ def defence_reading(results: pd.DataFrame, models: Sequence[str]):
             "(or, marked *unpaired*, when the two systems' intervals do not overlap). Whether a defence holds "
             "against an adaptive attacker is decided in the adaptive chapter, not here.")
     return Markdown(rule + "\n\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------- generated sentences (no typed numbers)
+
+def class_weight_text(run: Run) -> str:
+    """How this run weighted the classes in training, read from the profile."""
+    t = run.profile.train
+    if not t.class_weights:
+        return "no class weights (every image counts the same)"
+    p = float(t.class_weight_power)
+    if p == 1.0:
+        return "class weights proportional to the inverse class frequency (as in the thesis)"
+    if p == 0.5:
+        return "class weights proportional to the square root of the inverse class frequency"
+    return f"class weights proportional to the inverse class frequency to the power {p:g}"
+
+
+def training_text(run: Run) -> str:
+    """Experiment 0's schedule of this run, in one sentence (from the profile)."""
+    t = run.profile.train
+    fine = (f", then {t.fine_tune_epochs} fine-tuning epochs at {t.fine_tune_learning_rate:g}"
+            if t.fine_tune_epochs else "")
+    return (f"Schedule of this run (profile `{run.profile.name}`): models {', '.join(run.profile.models)}; "
+            f"{t.epochs} epochs, batch {t.batch_size}, learning rate {t.learning_rate:g}{fine}; "
+            f"{class_weight_text(run)}; augmentation {'on' if t.augment else 'off'}; "
+            f"{run.profile.data.image_size} px images.")
+
+
+def retraining_text(run: Run) -> str:
+    """Experiment 3.1's schedule of this run beside the thesis's (from the profile)."""
+    c = run.profile.retraining
+    same = (c.rounds, c.epochs_per_round) == (5, 5)
+    return (f"Schedule of this run (profile `{run.profile.name}`): {c.rounds} round(s) of {c.epochs_per_round} "
+            f"epoch(s) each, {c.fraction:.0%} of the training and validation images perturbed per round"
+            + (", as in the thesis." if same else "; the thesis ran 5 rounds of 5 epochs (profile `thesis`)."))
+
+
+def budget_text(run: Run) -> str:
+    """The UAP's budget beside FGSM's: they differ, so the two attacks' damage is not compared at equal size."""
+    f, u = run.profile.fgsm, run.profile.uap
+    if str(u.norm) == "inf":
+        ratio = u.eps / f.eps if f.eps else float("nan")
+        rel = ("the same as" if abs(ratio - 1) < 1e-6 else f"{ratio:.3g} times")
+        return (f"Budget: the UAP may change each pixel by up to {eps255(u.eps)} (L-inf), {rel} FGSM's "
+                f"{eps255(f.eps)} of experiment 2.1" + ("" if abs(ratio - 1) < 1e-6 else
+                ": a universal perturbation needs a larger budget to fool images it was not computed on, "
+                "so the two pages' numbers are not a comparison at equal perturbation size") + ".")
+    return (f"Budget: the UAP is bounded in L2 ({u.zeta:.0%} of the mean image norm), FGSM in L-inf "
+            f"({eps255(f.eps)}): the two budgets are of different kinds, so the pages' numbers are not a "
+            "comparison at equal perturbation size.")
+
+
+def uap_collapse(y_true: np.ndarray, pred_clean: np.ndarray, pred_uap: np.ndarray) -> dict[str, Any]:
+    """Where a UAP sends the predictions: its most frequent predicted class and that class's
+    share under the UAP and on clean images, and whether it is malignant under each grouping."""
+    from skinlib.labels import GROUPINGS
+
+    k = len(CLASSES)
+    uap = np.bincount(np.asarray(pred_uap, dtype=int), minlength=k) / max(len(pred_uap), 1)
+    clean = np.bincount(np.asarray(pred_clean, dtype=int), minlength=k) / max(len(pred_clean), 1)
+    top = int(np.argmax(uap))
+    name = CLASSES[top]
+    return {"class": name, "share": float(uap[top]), "clean_share": float(clean[top]),
+            "malignant": {g: name in pos for g, pos in GROUPINGS.items()}}
+
+
+def uap_reading(run: Run, results: pd.DataFrame, outcomes: dict, attack: str = "uap_art") -> str:
+    """Per model: the share of predictions the UAP sends into its most frequent class, and
+    what that does to the clinical FNR (a collapse into a malignant class lowers it)."""
+    from skinlib.plots import ATTACK_TEXT
+
+    y = run.y("test")
+    lines = []
+    for m, o in outcomes.items():
+        c = uap_collapse(y, o.predictions["clean"], o.predictions[attack])
+        fnr_clean = value(results, model=m, attack=attack, metric="fnr", grouping="clinical")
+        delta = value(results, model=m, attack=attack, metric="fnr_vs_clean", grouping="clinical")
+        before = fnr_clean - delta if delta == delta else float("nan")
+        line = (f"- **{m}**: under {ATTACK_TEXT.get(attack, attack)}, {pct(c['share'])} of the test predictions "
+                f"are `{c['class']}` (against {pct(c['clean_share'])} on clean images).")
+        kind = "malignant" if c["malignant"]["clinical"] else "benign"
+        if fnr_clean == fnr_clean and before == before:
+            change = "falls" if fnr_clean < before else "rises" if fnr_clean > before else "stays"
+            line += f" `{c['class']}` is {kind} under the clinical grouping, and the clinical FNR " + (
+                f"{change} from {pct(before)} (clean) to {pct(fnr_clean)}" if change != "stays"
+                else f"stays at {pct(fnr_clean)}")
+            if change == "falls" and c["malignant"]["clinical"]:
+                line += (": it falls because the perturbation pushes images of every class into a malignant "
+                         "class, so fewer malignant lesions are called benign, not because the model sees "
+                         "them better (the specificity shows the price).")
+            else:
+                line += "."
+        lines.append(line)
+    return "On this run:\n\n" + "\n".join(lines)
+
+
+def llt_cost_text(run: Run, results: pd.DataFrame, defence: str = "the LLT") -> str:
+    """The defence's cost on clean images: accuracy and clinical FNR without and with it, per model."""
+    und = clean_results(run)
+    clean = results[(results["attack"] == "none") & (results["setting"] == "clean")]
+    params = clean["param"].astype(str)
+    variants = [""] if (params == "").any() else list(dict.fromkeys(params))
+    lines = []
+    for m in run.profile.models:
+        for variant in variants:
+            rows = []
+            for metric, grouping in (("accuracy", ""), ("fnr", "clinical")):
+                base = und[(und["model"] == m) & (und["metric"] == metric) & (und["grouping"] == grouping)]
+                withd = clean[(clean["model"] == m) & (clean["metric"] == metric) & (clean["grouping"] == grouping)
+                              & (params == variant)]
+                b = float(base["value"].iloc[0]) if len(base) else float("nan")
+                w = withd.iloc[0] if len(withd) else None
+                wv = float(w["value"]) if w is not None else float("nan")
+                ci = (f" [{pct(float(w['ci_low']))}, {pct(float(w['ci_high']))}]"
+                      if w is not None and w["ci_low"] == w["ci_low"] else "")
+                label = "accuracy" if metric == "accuracy" else "clinical FNR (malignant lesions called benign)"
+                diff = (f", {100 * (wv - b):+.1f} points" if b == b and wv == wv else "")
+                rows.append(f"{label} {pct(b)} without, {pct(wv)}{ci} with{diff}")
+            lines.append(f"- **{m}**" + (f" ({variant})" if variant else "") + ": " + "; ".join(rows) + ".")
+    return (f"The cost of {defence} on clean test images, on this run:\n\n" + "\n".join(lines)
+            + "\n\nA rise of the clean FNR is a cost paid on every patient, attacked or not.")
+
+
+def with_clean_point(results: pd.DataFrame, clean: pd.DataFrame, attacks: Sequence[str],
+                     metrics: Sequence[str] = ("accuracy", "flip_rate", "error_rate")) -> pd.DataFrame:
+    """``results`` plus an eps = 0 point per model and attack: the clean model's value
+    (from ``clean``, experiment 0's rows) for accuracy and error rate; flip rate 0."""
+    from skinlib.report import tidy
+
+    c = tidy(clean)
+    c = c[(c["attack"] == "none") & (c["setting"] == "clean") & (c["grouping"] == "")]
+    extra = []
+    for model in dict.fromkeys(results["model"]):
+        acc = c[(c["model"] == model) & (c["metric"] == "accuracy")]
+        if acc.empty:
+            continue
+        a = acc.iloc[0]
+        vals = {"accuracy": (a["value"], a["ci_low"], a["ci_high"]),
+                "error_rate": (1 - a["value"], 1 - a["ci_high"], 1 - a["ci_low"]),
+                "flip_rate": (0.0, 0.0, 0.0)}
+        for attack in attacks:
+            if not ((results["model"] == model) & (results["attack"] == attack)).any():
+                continue
+            for metric in metrics:
+                if metric not in vals:
+                    continue
+                v, lo, hi = vals[metric]
+                extra.append({**{k: a[k] for k in ("profile", "experiment", "model", "defence") if k in a},
+                              "attack": attack, "setting": "greybox", "param": "0", "grouping": "",
+                              "metric": metric, "value": v, "ci_low": lo, "ci_high": hi})
+    return pd.concat([results, pd.DataFrame(extra)], ignore_index=True) if extra else results
+
+
+# ---------------------------------------------------------------- provenance and benchmarks
+
+def display_path(text: Any) -> Any:
+    """A path (or a string holding paths) relative to the project (``./...``) or to ``~``."""
+    import os
+
+    from skinlib.paths import ROOT
+
+    if not isinstance(text, str):
+        return text
+    out = text
+    for base, short in ((str(ROOT), "."), (os.path.expanduser("~"), "~")):
+        if base and base not in ("/", "."):
+            out = out.replace(base + "/", short + "/").replace(base, short)
+    # other absolute paths: keep their last part, clearly marked
+    return out
+
+
+def provenance_view(prov: dict[str, Any]) -> dict[str, Any]:
+    """``provenance.json`` as the book shows it: the dataset's real image count in place of
+    the profile's unused synthetic ``n_images``, and every path relative to the project or ``~``.
+
+    Absolute paths outside both (a data folder) keep only their last two parts, after ``…/``.
+    """
+    import copy
+    import re
+
+    view = copy.deepcopy(prov)
+    params = view.get("parameters") or {}
+    data = params.get("data") or {}
+    images = (view.get("dataset") or {}).get("images")
+    if "n_images" in data:
+        if images is not None:
+            data["n_images"] = images
+        elif data.get("source") != "synthetic":
+            data.pop("n_images")
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, str):
+            v = display_path(v)
+            return re.sub(r"(?<![\w.~])/(?:[^\s/]+/)+([^\s/]+/[^\s/]+)", r"…/\1", v)
+        return v
+
+    return clean(view)
+
+
+def benchmark_tables(folder: Path) -> list[tuple[str, Optional[str], pd.DataFrame]]:
+    """The benchmark CSVs as ``(benchmark, profile, table)``, one table per profile
+    (synthetic ``default`` rows apart from real ``ham10000`` ones); profile None where a
+    CSV has no profile column."""
+    out = []
+    for csv in sorted(Path(folder).glob("*.csv")) if Path(folder).is_dir() else []:
+        table = pd.read_csv(csv)
+        if "profile" not in table.columns:
+            out.append((csv.stem, None, table))
+            continue
+        for profile, rows in table.groupby("profile", sort=True):
+            out.append((csv.stem, str(profile), rows.drop(columns=["profile"]).reset_index(drop=True)))
+    return out
+
+
+def benchmark_uap_note(table: pd.DataFrame, results_root: Optional[Path] = None) -> str:
+    """Why the ART UAP flip rate of the benchmark differs from experiment 2.2's (generated from the rows)."""
+    import inspect
+    import re
+
+    from skinlib.attacks import uap_art
+    from skinlib.results import read_results
+
+    default_delta = inspect.signature(uap_art).parameters["delta"].default
+    lines = []
+    for profile, rows in table.groupby("profile", sort=True):
+        art = rows[rows["method"] == "uap_art"]
+        if art.empty:
+            continue
+        a = art.iloc[0]
+        found = re.search(r"delta=([0-9.]+)", str(a.get("schedule", "")))
+        delta = found.group(1) if found else "?"
+        loaded = " (loaded from a file by the script, not experiment 0's model of a run)" \
+            if "(loaded)" in str(a["model"]) else ""
+        line = (f"- `{profile}`: the benchmark's ART UAP ran with delta={delta} (ART's stop criterion: with 0, every "
+                f"pass runs) on the model `{a['model']}`{loaded}, and fooled {float(a['test_flip_rate']):.1%} of "
+                f"{int(a['test_images']):,} test images. Experiment 2.2 runs ART with delta={default_delta} (it stops "
+                f"once {1 - default_delta:.0%} of the training images are fooled) on its own experiment-0 models")
+        if results_root is not None:
+            p = Path(results_root) / str(profile) / "exp2_2_uap.csv"
+            if p.is_file():
+                r = read_results(p)
+                model = str(a["model"]).split("(")[0].split(":")[0]
+                v = value(r, model=model, attack="uap_art", metric="flip_rate")
+                if v == v:
+                    line += f", where ART's UAP flips {pct(v)} of the test predictions of `{model}`"
+        lines.append(line + ": the two flip rates measure different runs and are not expected to agree.")
+    return "\n".join(lines)
+
+
+def clean_results(run: Run) -> pd.DataFrame:
+    """Experiment 0's rows of this run (the clean, undefended models), empty if not run yet."""
+    from skinlib.results import read_results
+
+    path = earlier_result(run, "exp0_classifier")
+    return read_results(path) if path is not None else pd.DataFrame(columns=results_columns())
+
+
+def earlier_result(run: Run, experiment: str) -> Optional[Path]:
+    """The CSV an earlier page of this run wrote, or None: in the page's own results folder,
+    else in the folder its staging folder will be promoted to (``<out>/.staging/<page>``)."""
+    folders = [run.results_dir]
+    if run.results_dir.parent.name == ".staging":
+        folders.append(run.results_dir.parent.parent)
+    for folder in folders:
+        path = folder / f"{experiment}.csv"
+        if path.is_file():
+            return path
+    return None
+
+
+def benchmark_banner(found: Sequence[tuple[str, Optional[str], pd.DataFrame]], book_profile: str) -> str:
+    """A banner for the benchmarks page: which of its profiles ran on synthetic and which on real data."""
+    from skinlib.profiles import load_profile
+
+    kinds = []
+    for prof in dict.fromkeys(p for _, p, _ in found if p is not None):
+        try:
+            source = load_profile(prof).data.source
+        except Exception:  # a profile no longer in profiles/: say what the rows say
+            source = "unknown"
+        what = ("synthetic images: they time the code and say nothing about skin lesions" if source == "synthetic"
+                else f"real images, source `{source}`")
+        kinds.append(f"`{prof}` ({what})")
+    listed = "; ".join(kinds) if kinds else "none yet"
+    return (f"> ℹ **Note: these tables are per benchmark profile, not the book's profile `{book_profile}`.**\n>\n"
+            f"> Each table holds one profile's rows: {listed}. The benchmark scripts are run on their own, "
+            "not by `skinlib run`; a table without a profile did not record one.\n")
+
+
+# ---------------------------------------------------------------- the attack chapters' readings
+
+def classifier_reading(results: pd.DataFrame, models: Sequence[str]) -> str:
+    """Experiment 0: accuracy, macro recall and clinical FNR per model."""
+    lines = []
+    for m in models:
+        lines.append(f"- **{m}**: accuracy {pct(value(results, model=m, metric='accuracy'))}, macro recall "
+                     f"{pct(value(results, model=m, metric='macro_recall'))}; it misses "
+                     f"{pct(value(results, model=m, metric='fnr', grouping='clinical'))} of the malignant test "
+                     "images (clinical FNR).")
+    return ("On this run:\n\n" + "\n".join(lines) + "\n\nThe gap between accuracy and macro recall measures how "
+            "much the accuracy owes to the majority class (nevi).")
+
+
+def poisoning_reading(results: pd.DataFrame, models: Sequence[str], top: float) -> str:
+    """Experiment 1: nv and bkl recall, accuracy, and the FNR under both groupings, clean vs the largest fraction."""
+    from skinlib.experiments import fmt_param
+
+    p0, p1 = fmt_param(0.0), fmt_param(top)
+
+    def at(m: str, p: str, metric: str, grouping: str = "") -> str:
+        kw = {"grouping": grouping} if grouping else {}
+        return pct(value(results, model=m, param=p, metric=metric, **kw))
+
+    lines = []
+    for m in models:
+        lines.append(f"- **{m}**: recall of nv {at(m, p0, 'recall_nv')} clean, {at(m, p1, 'recall_nv')} at {top:.0%} "
+                     f"flipped; recall of bkl {at(m, p0, 'recall_bkl')} -> {at(m, p1, 'recall_bkl')}; accuracy "
+                     f"{at(m, p0, 'accuracy')} -> {at(m, p1, 'accuracy')}; FNR under the clinical grouping "
+                     f"{at(m, p0, 'fnr', 'clinical')} -> {at(m, p1, 'fnr', 'clinical')}, under the thesis's "
+                     f"{at(m, p0, 'fnr', 'thesis')} -> {at(m, p1, 'fnr', 'thesis')}.")
+    return ("On this run:\n\n" + "\n".join(lines) + "\n\nAn nv -> bkl flip moves images between two benign classes "
+            "of the clinical grouping, but from \"cancerous\" to \"healthy\" under the thesis's: only the latter FNR "
+            "can measure it.")
+
+
+def fgsm_reading(results: pd.DataFrame, models: Sequence[str], key: str) -> str:
+    """Experiment 2.1: accuracy under FGSM, PGD and noise at the thesis's eps."""
+    lines = []
+    for m in models:
+        def acc(attack: str) -> str:
+            return pct(value(results, model=m, attack=attack, param=key, metric="accuracy"))
+
+        lines.append(f"- **{m}**: accuracy {acc('fgsm')} under FGSM (flip rate "
+                     f"{pct(value(results, model=m, attack='fgsm', param=key, metric='flip_rate'))}), {acc('pgd')} "
+                     f"under PGD and {acc('random')} under random noise of the same size.")
+    return "At the thesis's eps, on this run:\n\n" + "\n".join(lines)
+
+
+def uap_flip_reading(results: pd.DataFrame, models: Sequence[str]) -> str:
+    """Experiment 2.2: test flip rates of both UAPs against noise of the same norm."""
+    lines = []
+    for m in models:
+        def flip(attack: str) -> str:
+            return pct(value(results, model=m, attack=attack, metric="flip_rate"))
+
+        lines.append(f"- **{m}**: test flip rate {flip('uap_art')} (ART) and {flip('uap_fast')} (fast), against "
+                     f"{flip('random')} for random noise of the same norm.")
+    return "On this run:\n\n" + "\n".join(lines)

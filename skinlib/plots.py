@@ -29,6 +29,7 @@ import seaborn as sns
 from cycler import cycler
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from skinlib.errors import SkinlibError
 from skinlib.labels import CLASS_INDEX, CLASS_NAMES, CLASSES, GROUPINGS
@@ -230,11 +231,19 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> F
                     ax.legend(loc="best", fontsize="small")
                 else:
                     ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
-        fig.suptitle("Training curves")
+        fig.suptitle("Training curves (clean training and validation sets, no attack)")
     return fig
 
 
 # --------------------------------------------------------------------------- confusion matrices
+
+
+def _matrix_title(model: str, cm: np.ndarray) -> str:
+    """``"resnet (n = 1,252 images)"`` for a matrix of counts; the model alone when normalised."""
+    a = np.nan_to_num(np.asarray(cm, dtype=float))
+    if a.size and np.allclose(a, np.round(a)) and a.sum() > 0:
+        return f"{model} (n = {int(round(a.sum())):,} images)"
+    return str(model)
 
 
 def confusion_matrices(cms: Mapping[str, np.ndarray], labels: Sequence[str], title: str,
@@ -243,8 +252,10 @@ def confusion_matrices(cms: Mapping[str, np.ndarray], labels: Sequence[str], tit
 
     Rows are true classes, columns predictions, in the order of ``labels``; each row is
     divided by its number of images (so the diagonal is the recall of each class) and
-    annotated with two decimals; a class without test images shows an empty row. The
-    subplot title gives the number of images.
+    annotated with two decimals; a class without test images shows an empty row. Pass
+    matrices of counts: each panel's title names its model and the number of images
+    (the sum of its counts); a matrix that is already normalised (not whole numbers)
+    carries no count, so its title gives the model only.
     """
     if not cms:
         raise SkinlibError("confusion_matrices: no matrices given")
@@ -262,7 +273,7 @@ def confusion_matrices(cms: Mapping[str, np.ndarray], labels: Sequence[str], tit
             sns.heatmap(norm, ax=ax, vmin=0, vmax=1, cmap=MATRIX_CMAP, annot=True, fmt=".2f",
                         annot_kws={"fontsize": 8 if k > 5 else 10}, cbar=False, square=True,
                         linewidths=0.5, linecolor="white", xticklabels=labels, yticklabels=labels)
-            ax.set_title(f"{model} (n = {int(np.nansum(cm)):,})")
+            ax.set_title(_matrix_title(model, cm))
             ax.set_xlabel("predicted class")
             ax.set_ylabel("true class")
             ax.tick_params(axis="x", rotation=0)
@@ -271,14 +282,15 @@ def confusion_matrices(cms: Mapping[str, np.ndarray], labels: Sequence[str], tit
     return fig
 
 
-def health_confusions(cms: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
+def health_confusions(cms: Mapping[str, Mapping[str, np.ndarray]], title: str = "") -> Figure:
     """2x2 malignant/benign matrices: one row per model, one column per grouping.
 
     Each matrix is laid out as :func:`skinlib.metrics.health_confusion` returns it:
     index 0 negative (benign / healthy), 1 positive (malignant / cancerous), rows true,
     columns predicted. Cells show the row share and, in brackets, the count. Axis labels
     name the grouping (clinical: malignant/benign; thesis: cancerous/healthy as in the
-    thesis, nv counted as cancerous).
+    thesis, nv counted as cancerous). ``title`` (the attack and setting, e.g. "FGSM,
+    eps 2/255, grey box") is added to the figure title; each panel names its model.
     """
     if not cms:
         raise SkinlibError("health_confusions: no matrices given")
@@ -304,11 +316,13 @@ def health_confusions(cms: Mapping[str, Mapping[str, np.ndarray]]) -> Figure:
                 sns.heatmap(norm, ax=ax, vmin=0, vmax=1, cmap=MATRIX_CMAP, annot=annot, fmt="", cbar=False,
                             square=True, linewidths=0.5, linecolor="white", xticklabels=[neg, pos],
                             yticklabels=[neg, pos], annot_kws={"fontsize": 10})
-                ax.set_title(f"{model}\n{g} grouping", fontsize="medium")
+                n = int(round(float(np.nansum(cm))))
+                ax.set_title(f"{model}\n{g} grouping (n = {n:,} images)", fontsize="medium")
                 ax.set_xlabel(f"predicted ({note})")
                 ax.set_ylabel("true")
                 ax.tick_params(axis="y", rotation=0)
-        fig.suptitle("Malignant/benign confusion matrices (row-normalised)")
+        fig.suptitle(f"{title}: malignant/benign confusion matrices (row-normalised)" if title
+                     else "Malignant/benign confusion matrices (row-normalised)")
     return fig
 
 
@@ -418,13 +432,15 @@ def image_grid(images: np.ndarray, labels: Any, per_class: int = 4, seed: int = 
 
 
 def adversarial_panel(clean: np.ndarray, perturbation: np.ndarray, adversarial: np.ndarray,
-                      pred_clean: Sequence[str], pred_adv: Sequence[str], true: Sequence[str]) -> Figure:
+                      pred_clean: Sequence[str], pred_adv: Sequence[str], true: Sequence[str],
+                      title: str = "") -> Figure:
     """Clean image / amplified perturbation / adversarial image, one row per example (fig. 4.7).
 
     Images are uint8 or floats in [0, 1], shape (N, S, S, 3) or (S, S, 3);
     ``perturbation`` may be one array for all rows (a UAP). The perturbation is shown
     mapped from [-eps, eps] to [0, 1] (zero is mid grey), eps being its largest
     absolute value; predictions are in the titles, wrong ones marked and coloured.
+    ``title`` names the model and attack (e.g. "resnet: FGSM"); the budget is appended.
     """
     c = _to_unit(clean)
     a = _to_unit(adversarial)
@@ -450,15 +466,16 @@ def adversarial_panel(clean: np.ndarray, perturbation: np.ndarray, adversarial: 
                 (a[i], f"adversarial\npredicted {pred_adv[i]}" + ("" if pred_adv[i] == true[i] else " (wrong)"),
                  pred_adv[i] == true[i]),
             )
-            for j, (img, title, right) in enumerate(panels):
+            for j, (img, panel_title, right) in enumerate(panels):
                 ax = axes[i][j]
                 ax.imshow(img)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
                 colour = "black" if right is None else (RIGHT_COLOUR if right else WRONG_COLOUR)
-                ax.set_title(title, fontsize="small", color=colour)
-        fig.suptitle("Clean / perturbation / adversarial" + (f" (eps = {eps * 255:.1f}/255)" if eps else ""))
+                ax.set_title(panel_title, fontsize="small", color=colour)
+        head = f"{title}: clean / perturbation / adversarial" if title else "Clean / perturbation / adversarial"
+        fig.suptitle(head + (f" (eps = {eps * 255:.1f}/255)" if eps and "eps" not in title else ""))
     return fig
 
 
@@ -488,8 +505,9 @@ def prediction_histogram(preds: Mapping[str, Any], labels: Sequence[str] = CLASS
     """Share of images predicted as each class, per series (e.g. clean vs under the UAP).
 
     ``preds`` maps a series name to predictions (class indices, names or probability
-    rows): one panel with one bar colour per series; or maps a model to such a mapping
-    (``{"resnet": {"clean": ..., "UAP": ...}}``): one panel per model.
+    rows): one panel with one bar colour per series, titled ``title`` (name the model
+    there); or maps a model to such a mapping (``{"resnet": {"clean": ..., "UAP": ...}}``):
+    one panel per model, each titled with its model, under ``title``.
     """
     if not preds:
         raise SkinlibError("prediction_histogram: no predictions given")
@@ -580,7 +598,7 @@ def metric_curves(df: pd.DataFrame, x: str = "param", metrics: Optional[Sequence
             ax.set_xlabel(xlabel or x)
             ax.set_ylabel(None)
         if handles:
-            fig.legend(handles, legend_labels, loc="outside right upper", fontsize="small")
+            fig.legend(handles, legend_labels, loc="outside right center", fontsize="small")  # clear of the title
         if title:
             fig.suptitle(title)
     return fig
@@ -715,4 +733,129 @@ def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
         axes.ravel()[-1].legend(title="defence", fontsize=8)
         fig.suptitle(f"{model}: white-box PGD through each defence (BPDA where not differentiable); "
                      "dots: the reported setting", fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- defence pages
+
+#: Readable names of the attacks and settings in figure labels.
+ATTACK_TEXT: dict[str, str] = {"fgsm": "FGSM", "uap_art": "UAP (ART)", "uap_fast": "UAP (fast)", "pgd": "PGD",
+                               "random": "random noise", "none": "no attack"}
+SETTING_TEXT: dict[str, str] = {"greybox": "grey box", "whitebox": "white box", "clean": "clean",
+                                "transfer": "transfer"}
+
+
+def _one(rows: pd.DataFrame, where: str) -> tuple[float, float, float]:
+    if rows.empty:
+        return np.nan, np.nan, np.nan
+    if len(rows) > 1:
+        check_unique(rows.assign(_k=0), ["_k"], f"defence_comparison: {where}")
+    r = rows.iloc[0]
+    return float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
+
+
+def defence_cases(defended: pd.DataFrame, undefended: pd.DataFrame, model: str, metric: str, *,
+                  grouping: str = "clinical", params: Optional[Mapping[str, Any]] = None,
+                  attacks: Sequence[str] = ("fgsm", "uap_art", "uap_fast"),
+                  settings: Sequence[str] = ("greybox", "whitebox")) -> pd.DataFrame:
+    """The numbers :func:`defence_comparison` draws for one model and metric, one row per case and system.
+
+    Cases: clean (one per clean defended variant, e.g. "retrained against fgsm"), then each
+    attack in each setting. ``defended``: a defence chapter's tidy rows; ``undefended``: the
+    undefended model's rows (experiment 0's clean rows and the attack chapters' grey-box
+    rows), read at ``params[attack]`` where an attack was swept. Under attack the
+    undefended system is the same in both settings (the attacker crafts on it either way).
+    Columns: ``case``, ``system`` (undefended / defended), ``value``, ``ci_low``, ``ci_high``.
+    """
+    params = dict(params or {})
+    dd = filter_grouping(tidy(defended), grouping)
+    du = filter_grouping(tidy(undefended), grouping)
+    dd = dd[(dd["model"] == model) & (dd["metric"] == metric)]
+    du = du[(du["model"] == model) & (du["metric"] == metric)]
+    rows: list[dict[str, Any]] = []
+
+    def add(case: str, und: tuple[float, float, float], dfd: tuple[float, float, float]) -> None:
+        for system, (v, lo, hi) in (("undefended", und), ("defended", dfd)):
+            rows.append({"case": case, "system": system, "value": v, "ci_low": lo, "ci_high": hi})
+
+    clean_u = _one(du[(du["attack"] == "none") & (du["setting"] == "clean") & (du["param"] == "")],
+                   f"{model}/clean/undefended/{metric}")
+    clean_d = dd[(dd["attack"] == "none") & (dd["setting"] == "clean")]
+    variants = [""] if (clean_d["param"] == "").any() else list(dict.fromkeys(clean_d["param"]))
+    for p in variants:
+        add("clean" + (f"\n({p})" if p else ""), clean_u,
+            _one(clean_d[clean_d["param"] == p], f"{model}/clean/{p}/{metric}"))
+    for attack in attacks:
+        u = du[(du["attack"] == attack) & (du["setting"] == "greybox")]
+        if attack in params and params[attack] is not None:
+            # params are written with 6 significant digits ("0.0313725"): match to that precision
+            target = param_value(params[attack])
+            u = u[u["param"].map(lambda p: param_value(p) is not None and target is not None
+                                 and math.isclose(param_value(p), target, rel_tol=1e-5))]
+        und = _one(u, f"{model}/{attack}/undefended/{metric}")
+        for s in settings:
+            d = dd[(dd["attack"] == attack) & (dd["setting"] == s)]
+            if d.empty and np.isnan(und[0]):
+                continue
+            add(f"{ATTACK_TEXT.get(attack, attack)}\n{SETTING_TEXT.get(s, s)}", und,
+                _one(d, f"{model}/{attack}/{s}/{metric}"))
+    return pd.DataFrame(rows, columns=["case", "system", "value", "ci_low", "ci_high"])
+
+
+def defence_comparison(defended: pd.DataFrame, undefended: pd.DataFrame, defence: str, *,
+                       metrics: Sequence[str] = ("accuracy", "fnr"), grouping: str = "clinical",
+                       params: Optional[Mapping[str, Any]] = None, models: Optional[Sequence[str]] = None,
+                       attacks: Sequence[str] = ("fgsm", "uap_art", "uap_fast"),
+                       settings: Sequence[str] = ("greybox", "whitebox"), title: str = "") -> Figure:
+    """A defence chapter's headline: each metric undefended vs defended, clean and per attack and setting.
+
+    One row of panels per model, one column per metric (default accuracy and the clinical
+    FNR); in each panel a pair of horizontal bars (undefended, defended) per case (clean,
+    then each attack in the grey-box and white-box settings; see :func:`defence_cases`),
+    with 95% interval bars and the value written at the bar's end. Health metrics are
+    taken under ``grouping``. ``defence`` names the defence in the figure title; ``title``
+    (e.g. the attacks' budgets) is a second line.
+    """
+    dd = tidy(defended)
+    models = list(models) if models is not None else list(dict.fromkeys(dd["model"]))
+    if not models:
+        raise SkinlibError("defence_comparison: no defended rows")
+    colours = {"undefended": sns.color_palette(PALETTE)[7], "defended": sns.color_palette(PALETTE)[0]}
+    frames = {(m, k): defence_cases(defended, undefended, m, k, grouping=grouping, params=params, attacks=attacks,
+                                    settings=settings) for m in models for k in metrics}
+    n_cases = max((len(f) // 2 for f in frames.values()), default=1)
+    with _themed():
+        fig, axes = _new_figure(len(models), len(metrics),
+                                (4.9 * len(metrics) + 0.6, (0.5 * n_cases + 0.9) * len(models) + 0.4),
+                                sharey="row")
+        for i, m in enumerate(models):
+            for j, k in enumerate(metrics):
+                ax = axes[i][j]
+                f = frames[(m, k)]
+                cases = list(dict.fromkeys(f["case"]))
+                for off, system in ((-0.2, "undefended"), (0.2, "defended")):
+                    g = f[f["system"] == system].set_index("case").reindex(cases)
+                    y = np.arange(len(cases)) + off
+                    v = g["value"].to_numpy(float)
+                    lo, hi = g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float)
+                    ax.barh(y, np.nan_to_num(v), height=0.38, color=colours[system], label=system)
+                    ok = ~(np.isnan(lo) | np.isnan(hi) | np.isnan(v))
+                    ax.errorbar(v[ok], y[ok], xerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none", ecolor="black",
+                                elinewidth=1, capsize=2)
+                    for yy, vv, hh in zip(y, v, hi):
+                        if not np.isnan(vv):
+                            ax.text((hh if not np.isnan(hh) else vv) + 0.015, yy, f"{vv:.0%}", va="center",
+                                    fontsize=6.5)
+                ax.set_yticks(range(len(cases)), cases, fontsize="small")
+                if j == 0:  # the row shares its y axis: invert it once
+                    ax.invert_yaxis()
+                ax.set_xlim(0, 1.12)
+                _pct(ax, "x")
+                ax.set_xlabel(metric_label(k) + (f" ({grouping} grouping)" if is_health_metric(k) else ""))
+                ax.set_title(f"{m}: {metric_label(k)}" + (f" ({grouping})" if is_health_metric(k) else ""))
+                ax.grid(False, axis="y")
+        handles = [Patch(color=colours[s], label=s) for s in ("undefended", "defended")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
+        fig.suptitle(f"{defence} vs the undefended model, clean and under attack (95% intervals)"
+                     + (f"\n{title}" if title else ""))
     return fig
