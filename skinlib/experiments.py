@@ -64,6 +64,56 @@ def exp0_classifier(run: Run) -> dict[str, ModelOutcome]:
     return out
 
 
+#: The other split mode, for the leakage check of experiment 0.
+OTHER_SPLIT = {"by_lesion": "by_image", "by_image": "by_lesion"}
+
+
+def split_leakage(run: Run, model_name: Optional[str] = None) -> "pd.DataFrame":
+    """How much an image-level split inflates test accuracy: ``model_name`` (default: the
+    profile's first model) trained and tested once on each split, same data, schedule and seed.
+
+    HAM10000 holds several images of many lesions; a split by image puts images of one
+    lesion on both sides (what the thesis and DermaMNIST did), a split by lesion does
+    not. Returns one row per split: ``model, split, test_images, seen_lesion_share``
+    (share of test images whose lesion has an image in the training split),
+    ``accuracy, ci_low, ci_high`` (lesion-bootstrap interval), ``fnr`` (clinical).
+    The two models are cached steps (the run's own split reuses experiment 0's model).
+
+    Examples:
+        >>> # table = split_leakage(open_run("smoke"))   # two rows: by_lesion, by_image
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    from skinlib import split as split_module
+    from skinlib.metrics import evaluate
+
+    name = model_name or run.profile.models[0]
+    own = run.profile.data.split
+    other = OTHER_SPLIT[own]
+    other_profile = dataclasses.replace(run.profile, data=dataclasses.replace(run.profile.data, split=other))
+    other_splits = split_module.split_dataset(run.dataset.labels, run.dataset.lesion_ids,
+                                              fractions=tuple(other_profile.data.fractions), by=other,
+                                              seed=other_profile.seed, predefined=run.dataset.predefined_split)
+    other_run = dataclasses.replace(run, profile=other_profile, splits=other_splits, rows=[])
+    rows = []
+    for split_run in sorted((run, other_run), key=lambda r: r.profile.data.split):
+        model, _ = split_run.classifier(name)
+        x_test, y_test = split_run.x("test"), split_run.y("test")
+        pred = models.predict_labels(model, x_test)
+        groups = split_run.test_groups()
+        train_lesions = set(split_run.dataset.lesion_ids[split_run.splits["train"]].tolist())
+        metrics = {(m["grouping"], m["metric"]): m for m in evaluate(
+            y_test, pred, n_boot=run.profile.bootstrap, seed=run.profile.seed, groups=groups)}
+        acc = metrics[("", "accuracy")]
+        rows.append({"model": name, "split": split_run.profile.data.split, "test_images": int(y_test.size),
+                     "seen_lesion_share": float(np.mean([g in train_lesions for g in groups])),
+                     "accuracy": acc["value"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
+                     "fnr": metrics[("clinical", "fnr")]["value"]})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- experiment 1
 
 def poisoned_labels(run: Run, fraction: float) -> np.ndarray:

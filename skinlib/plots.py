@@ -175,6 +175,32 @@ def _pct(ax: Any, axis: str = "y") -> None:
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
 
 
+# --------------------------------------------------------------------------- split leakage
+
+
+def split_leakage(table: pd.DataFrame) -> Figure:
+    """Clean test accuracy of one model trained on a lesion split and on an image split
+    (rows of :func:`skinlib.experiments.split_leakage`), with 95% lesion-bootstrap bars,
+    and the share of each split's test images whose lesion was also seen in training."""
+    t = table.sort_values("split").reset_index(drop=True)
+    with _themed():
+        fig, axes = _new_figure(1, 2, (8.0, 3.2))
+        colours = sns.color_palette(PALETTE, len(t))
+        x = np.arange(len(t))
+        acc, seen = axes[0]
+        acc.bar(x, t["accuracy"], color=colours)
+        acc.errorbar(x, t["accuracy"], yerr=[t["accuracy"] - t["ci_low"], t["ci_high"] - t["accuracy"]],
+                     fmt="none", ecolor="black", capsize=4)
+        seen.bar(x, t["seen_lesion_share"], color=colours)
+        for ax, label in ((acc, "test accuracy"), (seen, "test images of a lesion seen in training")):
+            ax.set_xticks(x, [s.replace("_", " ") for s in t["split"]])
+            ax.set_ylim(0, 1)
+            ax.set_title(label, fontsize="medium")
+            _pct(ax)
+        fig.suptitle(f"{t['model'].iloc[0]}, clean test set: split by lesion vs split by image")
+    return fig
+
+
 # --------------------------------------------------------------------------- training
 
 

@@ -35,6 +35,7 @@ class DataConfig:
     image_size: int = 64
     n_images: Optional[int] = 3000  # synthetic only
     split: str = "by_lesion"  # or by_image
+    leakage_check: bool = False  # exp0 also trains its first model on the other split (the leakage figure)
     fractions: list[float] = field(default_factory=lambda: [0.70, 0.175, 0.125])
 
 
