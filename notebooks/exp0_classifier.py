@@ -37,8 +37,8 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import (classifier_reading, compact_table, confusions, health_confusions, labels, show, styled,
-                           thesis_rows, training_text)
+from skinlib.pages import (classifier_reading, compact_table, confusions, health_confusions, labels, leakage_text,
+                           show, styled, thesis_rows, training_text)
 from skinlib.report import glue_metrics
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed, "train.epochs": epochs})
@@ -81,6 +81,22 @@ glue_metrics(results[results["grouping"].isin(["", "clinical"])], "exp0")
 
 # %% tags=["hide-input"]
 thesis_rows(run, results, ["4.1", "4.2"])
+
+# %% [markdown]
+# ## Leakage: a split by image against a split by lesion
+#
+# HAM10000 holds several images of many lesions. The thesis (like DermaMNIST) split by
+# image, so images of one lesion can sit in both the training and the test set; this
+# compendium splits by lesion. The first model is trained once more, with the same data,
+# schedule and seed, on a split by image, and both are scored on their own test sets.
+
+# %% tags=["hide-input"]
+if run.profile.data.leakage_check:
+    leakage = experiments.split_leakage(run)
+    show(run, plots.split_leakage(leakage), "exp0_split_leakage")
+    display(Markdown(leakage_text(leakage)))
+else:
+    display(Markdown("This profile does not run the check (`data.leakage_check: false`)."))
 
 # %% [markdown]
 # ## Reading

@@ -77,7 +77,8 @@ def split_leakage(run: Run, model_name: Optional[str] = None) -> "pd.DataFrame":
     not. Returns one row per split: ``model, split, test_images, seen_lesion_share``
     (share of test images whose lesion has an image in the training split),
     ``accuracy, ci_low, ci_high`` (lesion-bootstrap interval), ``fnr`` (clinical).
-    The two models are cached steps (the run's own split reuses experiment 0's model).
+    The two models are cached steps (the run's own split reuses experiment 0's model);
+    the table is also written to ``<results_dir>/exp0_split_leakage.csv``.
 
     Examples:
         >>> # table = split_leakage(open_run("smoke"))   # two rows: by_lesion, by_image
@@ -111,7 +112,9 @@ def split_leakage(run: Run, model_name: Optional[str] = None) -> "pd.DataFrame":
                      "seen_lesion_share": float(np.mean([g in train_lesions for g in groups])),
                      "accuracy": acc["value"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
                      "fnr": metrics[("clinical", "fnr")]["value"]})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    atomic_write_bytes(run.results_dir / "exp0_split_leakage.csv", table.to_csv(index=False).encode())
+    return table
 
 
 # ---------------------------------------------------------------- experiment 1

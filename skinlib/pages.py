@@ -646,3 +646,28 @@ def uap_flip_reading(results: pd.DataFrame, models: Sequence[str]) -> str:
         lines.append(f"- **{m}**: test flip rate {flip('uap_art')} (ART) and {flip('uap_fast')} (fast), against "
                      f"{flip('random')} for random noise of the same norm.")
     return "On this run:\n\n" + "\n".join(lines)
+
+
+def leakage_text(table: pd.DataFrame) -> str:
+    """Experiment 0's leakage check in words (rows of :func:`skinlib.experiments.split_leakage`).
+
+    Examples:
+        >>> t = pd.DataFrame({"model": ["m", "m"], "split": ["by_image", "by_lesion"], "test_images": [100, 90],
+        ...                   "seen_lesion_share": [0.2, 0.0], "accuracy": [0.8, 0.7], "ci_low": [0.75, 0.65],
+        ...                   "ci_high": [0.85, 0.75], "fnr": [0.3, 0.4]})
+        >>> "10.0 points" in leakage_text(t)
+        True
+    """
+    rows = table.set_index("split")
+    image, lesion = rows.loc["by_image"], rows.loc["by_lesion"]
+    gap = image["accuracy"] - lesion["accuracy"]
+    apart = image["ci_low"] > lesion["ci_high"] or lesion["ci_low"] > image["ci_high"]
+    return (f"Split by image, {pct(image['seen_lesion_share'])} of {image['model']}'s test images show a lesion "
+            f"it also saw in training (by lesion: {pct(lesion['seen_lesion_share'])}). Its test accuracy is "
+            f"{pct(image['accuracy'])} ({pct(image['ci_low'])}-{pct(image['ci_high'])}) split by image and "
+            f"{pct(lesion['accuracy'])} ({pct(lesion['ci_low'])}-{pct(lesion['ci_high'])}) split by lesion: "
+            f"{100 * gap:+.1f} points for the image split, "
+            + ("a measurable difference (the two intervals do not overlap)" if apart else
+               "within the two intervals (they overlap; the test sets differ, so no paired interval exists)")
+            + f". The clinical FNR is {pct(image['fnr'])} against {pct(lesion['fnr'])}. The thesis's absolute "
+            "numbers, from a split by image, carry this leakage.")
