@@ -5,7 +5,8 @@ Every model follows one contract, whatever its family or size:
 - input: ``float32`` pixels in ``[0, 1]``, shape ``(S, S, 3)``, RGB;
 - the model holds its own normalisation (:class:`PixelPreprocess`) and, for the
   ``keras.applications`` backbones, a ``Resizing`` layer to their native size when
-  ``S`` differs, so attacks and defences all work in the same ``[0, 1]`` pixel space;
+  ``S`` differs (with ImageNet weights, or below the smallest size the backbone accepts:
+  32 px ResNet50, 75 px InceptionV3; from scratch it runs at ``S``), so attacks and defences all work in the same ``[0, 1]`` pixel space;
 - output: ``(7,)`` **logits** (no softmax), classes in :data:`skinlib.labels.CLASSES` order.
 
 Registry (the pattern of MedMNIST's ``INFO``): :data:`MODELS` maps a name to a
@@ -124,15 +125,20 @@ def _head(x, num_classes: int, dropout: float):
     return layers.Dense(num_classes, name="logits")(x)
 
 
-def _keras_app(name: str, app: Callable[..., keras.Model], native: int, mode: str, weights_file: str) -> Builder:
+def _keras_app(name: str, app: Callable[..., keras.Model], native: int, min_size: int, mode: str,
+               weights_file: str) -> Builder:
     def build(image_size: int, weights: Optional[str], num_classes: int) -> keras.Model:
         inputs = keras.Input((image_size, image_size, 3), name="pixels")
         x = inputs
-        if image_size != native:
-            x = layers.Resizing(native, native, interpolation="bilinear", name="resize")(x)
+        # ImageNet features were learnt at the native size: resize to it. Trained from
+        # scratch (weights None), the backbone runs at the input size itself when
+        # keras.applications accepts it (at least ``min_size``), else it is resized too.
+        size = native if (weights == "imagenet" or image_size < min_size) else image_size
+        if image_size != size:
+            x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
         x = PixelPreprocess(mode, name="preprocess")(x)
         try:
-            base = app(include_top=False, weights=weights, input_shape=(native, native, 3))
+            base = app(include_top=False, weights=weights, input_shape=(size, size, 3))
         except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL errors
             if weights != "imagenet":
                 raise
@@ -226,11 +232,11 @@ def _registry() -> dict[str, ModelInfo]:
     inception_file = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
     entries = [
         ModelInfo("resnet50", "resnet", "resnet50", 224,
-                  _keras_app("resnet50", apps.ResNet50, 224, "caffe", resnet_file),
+                  _keras_app("resnet50", apps.ResNet50, 224, 32, "caffe", resnet_file),
                   "keras.applications ResNet50 (23.5M parameters) + GAP + dropout 0.5 + Dense(7); the thesis's model.",
                   HE_2016, resnet_file),
         ModelInfo("inceptionv3", "inception", "inceptionv3", 299,
-                  _keras_app("inceptionv3", apps.InceptionV3, 299, "tf", inception_file),
+                  _keras_app("inceptionv3", apps.InceptionV3, 299, 75, "tf", inception_file),
                   "keras.applications InceptionV3 (21.8M parameters) + GAP + dropout 0.5 + Dense(7); "
                   "the thesis's model.",
                   SZEGEDY_2016, inception_file),
