@@ -115,11 +115,19 @@ def test_real_backbones_train_step_and_fgsm_at_native_size(name: str, size: int)
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
-def test_real_backbone_resizes_other_sizes() -> None:
+def test_real_backbone_runs_at_the_input_size_from_scratch_else_resizes() -> None:
+    """From scratch a keras.applications backbone runs at the input size when it accepts
+    it (ResNet50 from 32 px); below that (InceptionV3 under 75 px), and with ImageNet
+    weights (not downloaded here), the input is resized to the native size."""
+    def resizes(model):
+        return [layer.get_config()["height"] for layer in model.layers if isinstance(layer, keras.layers.Resizing)]
+
     model = M.build_model("resnet50", 64)
-    resize = [layer for layer in model.layers if isinstance(layer, keras.layers.Resizing)]
-    assert len(resize) == 1 and resize[0].get_config()["height"] == 224
+    assert resizes(model) == [] and model.get_layer("backbone").input_shape[1:3] == (64, 64)
     assert tuple(model(np.zeros((2, 64, 64, 3), np.float32)).shape) == (2, 7)
+    model = M.build_model("inceptionv3", 64)
+    assert resizes(model) == [299]
+    assert tuple(model(np.zeros((1, 64, 64, 3), np.float32)).shape) == (1, 7)
 
 
 def test_imagenet_without_network_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

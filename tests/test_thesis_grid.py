@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "workflow" / "Snakefile")]
 NAME = "thesis_tiny"
 MODELS = ["resnet50", "inceptionv3"]
-#: A guard, not a budget: the grid takes about 8 minutes on 2 idle cores (see the report in
-#: workflow/resources.yaml), far longer when the cores are shared.
+#: A guard against a hung grid, not a budget: the grid's CPU time is in workflow/resources.yaml's
+#: comment; on shared cores its wall time is several times that.
 TIMEOUT_S = 3600
 
 #: What the tiny profile changes in profiles/thesis.yml (every other value is the thesis's).
