@@ -5,7 +5,8 @@ Every model follows one contract, whatever its family or size:
 - input: ``float32`` pixels in ``[0, 1]``, shape ``(S, S, 3)``, RGB;
 - the model holds its own normalisation (:class:`PixelPreprocess`) and, for the
   ``keras.applications`` backbones, a ``Resizing`` layer to their native size when
-  ``S`` differs, so attacks and defences all work in the same ``[0, 1]`` pixel space;
+  ``S`` differs (with ImageNet weights, or below the smallest size the backbone accepts:
+  32 px ResNet50, 75 px InceptionV3; from scratch it runs at ``S``), so attacks and defences all work in the same ``[0, 1]`` pixel space;
 - output: ``(7,)`` **logits** (no softmax), classes in :data:`skinlib.labels.CLASSES` order.
 
 Registry (the pattern of MedMNIST's ``INFO``): :data:`MODELS` maps a name to a
@@ -125,15 +126,20 @@ def _head(x, num_classes: int, dropout: float):
     return layers.Dense(num_classes, name="logits")(x)
 
 
-def _keras_app(name: str, app: Callable[..., keras.Model], native: int, mode: str, weights_file: str) -> Builder:
+def _keras_app(name: str, app: Callable[..., keras.Model], native: int, min_size: int, mode: str,
+               weights_file: str) -> Builder:
     def build(image_size: int, weights: Optional[str], num_classes: int) -> keras.Model:
         inputs = keras.Input((image_size, image_size, 3), name="pixels")
         x = inputs
-        if image_size != native:
-            x = layers.Resizing(native, native, interpolation="bilinear", name="resize")(x)
+        # ImageNet features were learnt at the native size: resize to it. Trained from
+        # scratch (weights None), the backbone runs at the input size itself when
+        # keras.applications accepts it (at least ``min_size``), else it is resized too.
+        size = native if (weights == "imagenet" or image_size < min_size) else image_size
+        if image_size != size:
+            x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
         x = PixelPreprocess(mode, name="preprocess")(x)
         try:
-            base = app(include_top=False, weights=weights, input_shape=(native, native, 3))
+            base = app(include_top=False, weights=weights, input_shape=(size, size, 3))
         except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL errors
             if weights != "imagenet":
                 raise
@@ -227,11 +233,11 @@ def _registry() -> dict[str, ModelInfo]:
     inception_file = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
     entries = [
         ModelInfo("resnet50", "resnet", "resnet50", 224,
-                  _keras_app("resnet50", apps.ResNet50, 224, "caffe", resnet_file),
+                  _keras_app("resnet50", apps.ResNet50, 224, 32, "caffe", resnet_file),
                   "keras.applications ResNet50 (23.5M parameters) + GAP + dropout 0.5 + Dense(7); the thesis's model.",
                   HE_2016, resnet_file),
         ModelInfo("inceptionv3", "inception", "inceptionv3", 299,
-                  _keras_app("inceptionv3", apps.InceptionV3, 299, "tf", inception_file),
+                  _keras_app("inceptionv3", apps.InceptionV3, 299, 75, "tf", inception_file),
                   "keras.applications InceptionV3 (21.8M parameters) + GAP + dropout 0.5 + Dense(7); "
                   "the thesis's model.",
                   SZEGEDY_2016, inception_file),
@@ -524,7 +530,13 @@ class _Checkpointer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs if logs is not None else {}
         xv, yv = self.val
-        logits = predict_logits(self.model, xv, self.batch_size * 4)
+        if self.model.distribute_strategy.num_replicas_in_sync > 1:
+            # predict_on_batch would give each replica the whole batch: Keras's
+            # distributed predict splits it (and its last, partial, batch) instead
+            logits = np.concatenate([np.asarray(self.model.predict(xb, batch_size=len(xb), verbose=0))
+                                     for xb in _batches_float(xv, self.batch_size * 4)])
+        else:
+            logits = predict_logits(self.model, xv, self.batch_size * 4)
         z = logits - logits.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         pred = logits.argmax(axis=1)
@@ -580,6 +592,48 @@ def _compile(model: keras.Model, lr: float, steps: int, jit: bool) -> None:
     model.optimizer.build(model.trainable_variables)
 
 
+def _strategy(name: Optional[str]):
+    """The ``tf.distribute`` strategy of ``train.distribute``, or ``None`` for one device.
+
+    ``"mirrored"``: :class:`tf.distribute.MirroredStrategy` over every GPU of the node
+    (synchronous data parallelism: each replica takes its share of the global batch
+    ``train.batch_size``, gradients are summed across replicas); without GPUs, over the
+    logical CPU devices (one unless the CPU was split with
+    ``tf.config.set_logical_device_configuration``, as the tests do).
+    """
+    if name is None:
+        return None
+    if name != "mirrored":
+        raise SkinlibError(f"train.distribute: must be mirrored or null (one device), got {name!r}")
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if gpus:
+        return tf.distribute.MirroredStrategy(devices=gpus)
+    # on CPU devices the default (RING collectives) mismatches the synchronised
+    # BatchNormalization all-reduces of parallel branches (inception modules)
+    return tf.distribute.MirroredStrategy(devices=[d.name for d in tf.config.list_logical_devices("CPU")],
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def _replicate(model: keras.Model, strategy) -> keras.Model:
+    """A copy of ``model`` (same layers, names and weights) built inside ``strategy.scope()``,
+    its variables mirrored over the replicas. Its BatchNormalization layers are
+    ``synchronized``: batch statistics over the global batch, as on one device (each
+    replica's own half-batch statistics would train a different model)."""
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    with strategy.scope():
+        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+        copy.set_weights(model.get_weights())
+    return copy
+
+
 def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                 cfg: TrainConfig, workdir: str | Path, *, class_weight: Optional[dict[int, float]] = None,
                 seed: int = 0, epochs: Optional[int] = None, verbose: Optional[int] = None,
@@ -607,6 +661,11 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
       resumed run equals an uninterrupted one. Keras refuses XLA under op determinism, so
       ``cfg.jit_compile`` only applies with ``deterministic=False`` in a process that never
       enabled determinism (on CPU, XLA made training 1.5-1.7x slower here anyway).
+    - Several GPUs (``cfg.distribute == "mirrored"``, see :func:`_strategy`): a copy of the
+      model is built and compiled inside the ``MirroredStrategy`` scope (BatchNormalization
+      synchronised over replicas), trained with the same global batch, data order,
+      checkpoints and resume, and its weights are copied back into ``model``. The result
+      equals one device's up to the order of floating-point sums.
 
     Shape:
         - train, val: ``(x, y)`` with x ``(N, S, S, 3)`` uint8 and y ``(N,)`` int labels.
@@ -658,26 +717,36 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
         keras.utils.set_random_seed(seed)
     jit = cfg.jit_compile and not _op_determinism_enabled()
     data = _EpochData(xt, yt, cfg.batch_size, seed=seed, augment=cfg.augment, class_weight=class_weight)
+    strategy = _strategy(cfg.distribute)
+    net = model if strategy is None else _replicate(model, strategy)  # the model that trains
     start = 0
     for phase, n, lr in phases:
         end = start + n
         if state["epoch"] < end:
             if phase in ("head", "fine_tune"):
-                _backbone(model).trainable = phase == "fine_tune"
-            _compile(model, lr, n * data.steps, jit)
+                _backbone(net).trainable = phase == "fine_tune"
+            if strategy is None:
+                _compile(net, lr, n * data.steps, jit)
+            else:
+                with strategy.scope():
+                    _compile(net, lr, n * data.steps, jit)
             if state["epoch"] > start and state["phase"] == phase:  # resume mid-phase: optimizer state too
                 with np.load(workdir / state["files"]["optimizer"]) as npz:
                     arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
-                variables = model.optimizer.variables
+                variables = net.optimizer.variables
                 if len(arrays) == len(variables) and all(a.shape == tuple(v.shape) for a, v in zip(arrays, variables)):
                     for v, a in zip(variables, arrays):
                         v.assign(a)
             first = max(state["epoch"], start)
             ckpt = _Checkpointer(workdir, state, (xv, yv), cfg.batch_size, phase)
-            model.fit(data.dataset(first, end), epochs=end, initial_epoch=first, steps_per_epoch=data.steps,
-                      callbacks=[ckpt], shuffle=False,
-                      verbose=(1 if show_progress() else 0) if verbose is None else verbose)
+            net.fit(data.dataset(first, end), epochs=end, initial_epoch=first, steps_per_epoch=data.steps,
+                    callbacks=[ckpt], shuffle=False,
+                    verbose=(1 if show_progress() else 0) if verbose is None else verbose)
         start = end
+    if net is not model:  # back from the replicas into the caller's model
+        model.set_weights(net.get_weights())
+        if cfg.weights == "imagenet":
+            _backbone(model).trainable = _backbone(net).trainable
 
     if state["best"] is not None:
         model.load_weights(workdir / state["best"]["file"])

@@ -51,6 +51,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-5
     weights: Optional[str] = None  # "imagenet" or None
     jit_compile: bool = True
+    distribute: Optional[str] = None  # "mirrored": tf.distribute.MirroredStrategy over the node's GPUs; None: one device
 
 
 @dataclass
@@ -216,6 +217,8 @@ def _validate(profile: Profile, origin: str) -> Profile:
         (profile.train.epochs >= 1, "train.epochs", "must be at least 1"),
         (profile.train.batch_size >= 1, "train.batch_size", "must be at least 1"),
         (profile.train.weights in (None, "imagenet"), "train.weights", "must be imagenet or null"),
+        (profile.train.distribute in (None, "mirrored"), "train.distribute",
+         f"must be mirrored or null (one device), got {profile.train.distribute!r}"),
         (profile.poisoning.source_class in CLASSES, "poisoning.source_class", f"must be one of {CLASSES}"),
         (profile.poisoning.target_class in CLASSES, "poisoning.target_class", f"must be one of {CLASSES}"),
         (all(0 <= f <= 1 for f in profile.poisoning.fractions), "poisoning.fractions", "must lie in [0, 1]"),

@@ -125,6 +125,13 @@ def test_profile_without_name_is_named_after_its_file(tmp_path):
     ("seeds: [0, 0]\n", "seeds"),
     ("seeds: [0, -1]\n", "seeds"),
     ("seed: 1\nseeds: [0, 1]\n", "seed"),
+    ("seed: 1.5\n", "seed"),
+    ("seed: true\n", "seed"),
+    ("adaptive:\n  eps: 0\n", "adaptive.eps"),
+    ("adaptive:\n  eps_curve: [0.0, 1.5]\n", "adaptive.eps_curve"),
+    ("uap:\n  zeta: 0\n", "uap.zeta"),
+    ("train:\n  distribute: horovod\n", "train.distribute"),
+    ("train:\n  distribute: 2\n", "train.distribute"),
 ])
 def test_values_out_of_range_name_the_key(tmp_path, text, key):
     with pytest.raises(SkinlibError) as err:
@@ -150,3 +157,12 @@ def test_cli_bad_profile_writes_nothing(tmp_path, text, needle):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "c").exists()
+
+
+def test_distribute_is_mirrored_or_none(tmp_path):
+    assert load_profile(_write(tmp_path, "name: x\n")).train.distribute is None
+    assert load_profile(_write(tmp_path, "name: x\ntrain:\n  distribute: mirrored\n")).train.distribute == "mirrored"
+    with pytest.raises(SkinlibError) as err:
+        load_profile(_write(tmp_path, "name: x\ntrain:\n  distribute: horovod\n"))
+    assert "train.distribute must be mirrored or null" in str(err.value) and "'horovod'" in str(err.value)
+

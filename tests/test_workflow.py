@@ -90,12 +90,29 @@ def test_rule_graph_has_the_real_dependencies(tmp_path):
 @pytest.mark.parametrize("config, needle", [
     (("profile=smoke", "seeds=[0,x]"), "'x'"),
     (("profile=smoke", "pages=[exp9]"), "exp9"),
+    (("profile=smoke", "seeds=[0,-1]"), "-1"),
+    (("profile=smoke", "seeds=[0,0]"), "twice"),
+    (("profile=smoke", "seeds=[1.5]"), "1.5"),
+    (("profile=smoke", "seed=1"), "seed: unknown key"),  # a typo of seeds: not silently the default seeds
+    (("profil=smoke",), "profil: unknown key"),  # not silently the default profile
+    (("profile=smoke", "publish=maybe"), "maybe"),
+    (("profile=nosuch",), "no such profile"),
 ])
 def test_bad_config_is_one_line_and_exit_2(tmp_path, config, needle):
     proc = _snakemake(tmp_path, "-n", config=config, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("text, needle", [("", "empty profile"), ("name: x\nfgsm:\n  eps: 3\n", "fgsm.eps")])
+def test_bad_profile_file_is_one_line_and_exit_2(tmp_path, text, needle):
+    path = tmp_path / "bad.yml"
+    path.write_text(text)
+    proc = _snakemake(tmp_path, "-n", config=(f"profile={path}",), timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
 
 
 # ---------------------------------------------------------------------------------- slow
