@@ -414,7 +414,7 @@ def _mirrored_vs_one_device(tmp_path: Path, runs: list[tuple[str, int, int, int]
     only at a near tie).
     """
     proc = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, str(tmp_path), json.dumps(runs)],
-                          capture_output=True, text=True, timeout=1200, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+                          capture_output=True, text=True, timeout=3600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["replicas"] == 2
