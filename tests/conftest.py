@@ -28,3 +28,17 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SKINLIB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SKINLIB_RESULTS_DIR", str(tmp_path / "results"))
     return tmp_path
+
+
+LONG_TESTS_ENV = "SKINLIB_LONG_TESTS"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``long`` (the tiny ``thesis`` grid, the mirrored thesis backbones) run
+    only with ``SKINLIB_LONG_TESTS=1``: each takes well over ten CPU-minutes on 2 cores."""
+    if os.environ.get(LONG_TESTS_ENV) == "1":
+        return
+    skip = pytest.mark.skip(reason=f"long test (over ten CPU-minutes on 2 cores): set {LONG_TESTS_ENV}=1 to run it")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)

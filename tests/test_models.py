@@ -446,6 +446,7 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_mirrored_strategy_trains_the_thesis_backbones(tmp_path: Path) -> None:
     """The same for keras.applications ResNet50 and InceptionV3 (nested backbone models),
     through both transfer-learning phases, at the smallest sizes they accept."""

@@ -92,6 +92,7 @@ def test_tiny_profile_is_the_thesis_profile_made_small(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_thesis_profile_every_page_through_the_grid(tmp_path):
     """``snakemake --cores 2`` over every page of the tiny thesis profile: every job ends,
     every experiment has results for ResNet50 and InceptionV3, peak memory is recorded,
