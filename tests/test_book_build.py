@@ -43,6 +43,18 @@ GENERATED = "experiments/"
 PUBLISHED = "../results/ham10000/notebooks"
 #: The largest HTML file a page may have (bytes).
 MAX_PAGE_BYTES = 1_500_000
+#: The page that answers the research questions, and the profile the published book shows.
+SUMMARY_DOC = "experiments/summary"
+PUBLISHED_PROFILE = "ham10000"
+
+
+def _verdict_keys() -> list[tuple[str, str]]:
+    """(research question, model) pairs the published summary must answer, one sentence each."""
+    from skinlib.profiles import load_profile
+    from skinlib.verdicts import RESEARCH_QUESTIONS
+
+    models = load_profile(PUBLISHED_PROFILE).models
+    return [(rq, m) for rq in RESEARCH_QUESTIONS for m in models]
 SOURCE_SUFFIXES = (".md", ".ipynb")
 #: Top-level paths the copy leaves out: version control, environments, caches, builds.
 SKIP_TOP = {".git", ".venv", ".cache", ".pytest_cache", "artifacts", "build", "results"}
@@ -327,6 +339,10 @@ def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
             problems += [f"{doc}: error output: {text.strip()}" for text in errors]
             if "Traceback (most recent call last)" in page.evaluate("document.body.textContent"):
                 problems.append(f"{doc}: shows a Python traceback")
+            if doc == SUMMARY_DOC:
+                text = page.evaluate("document.body.innerText")
+                problems += [f"{doc}: no verdict sentence for {rq} and {model}" for rq, model in _verdict_keys()
+                             if f"{rq} — {model}:" not in text]
             if doc == docs[0]:
                 page.screenshot(path=str(SCREENSHOTS / "front_page.png"), full_page=True)
             if doc == shot:
@@ -345,7 +361,8 @@ def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
 @pytest.mark.browser
 def test_book_pages_in_browser(browsed):
     """Every page loads, weighs under 1.5 MB, decodes its images, links to existing
-    files, and shows no traceback, error output or JavaScript error."""
+    files, and shows no traceback, error output or JavaScript error; the summary has a
+    verdict sentence per research question and model."""
     assert not browsed["problems"], "\n".join(browsed["problems"])
 
 
