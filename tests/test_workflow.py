@@ -136,7 +136,8 @@ def reference(tmp_path_factory) -> dict[str, bytes]:
     for page in GRID_PAGES:  # the one-line-per-job console
         assert re.search(rf"smoke seed 1: {page} finished in \d+ s", proc.stdout), proc.stdout
     csvs = _csvs(base / "results" / "smoke")
-    expected = {"exp0_classifier.csv", "seed-1/exp0_classifier.csv", "seeds.csv"}
+    expected = {f"{prefix}{name}" for prefix in ("", "seed-1/")  # the smoke profile checks the split too
+                for name in ("exp0_classifier.csv", "exp0_split_leakage.csv")} | {"seeds.csv"}
     assert set(csvs) == expected
     return csvs
 
