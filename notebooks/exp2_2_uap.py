@@ -43,8 +43,8 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots
 from skinlib.context import open_run
-from skinlib.pages import (attack_title, budget_text, compact_table, confusions, health_confusions, labels, pct, show,
-                           styled, thesis_rows, uap_budget, uap_flip_reading, uap_reading, value)
+from skinlib.pages import (TablesBy, attack_title, budget_text, compact_table, confusions, health_confusions, labels,
+                           pct, show, styled, thesis_rows, uap_budget, uap_flip_reading, uap_reading, value)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir,
                overrides={"seed": seed, "uap.norm": norm, "uap.eps": eps, "uap.max_iter": max_iter})
@@ -100,8 +100,8 @@ display(Markdown(uap_reading(run, results, outcomes)))
 # %% tags=["hide-input"]
 display(styled(compact_table(results, index=["model", "attack"], grouping=None,
                              metrics=["accuracy", "macro_recall", "macro_specificity", "error_rate", "flip_rate"])))
-display(styled(compact_table(results, index=["model", "attack", "grouping"], grouping=None,
-                             metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"])))
+display(TablesBy(results, "model", index=["attack", "grouping"], grouping=None,
+                 metrics=["health_accuracy", "sensitivity", "health_specificity", "npv", "fnr"]))
 thesis_rows(run, results, ["4.5", "4.6"])
 
 # %% [markdown]

@@ -35,7 +35,7 @@ import pandas as pd
 import yaml
 from IPython.display import Markdown, display
 
-from skinlib.pages import provenance_view
+from skinlib.pages import provenance_runs, provenance_view
 from skinlib.paths import results_dir as profile_results_dir
 from skinlib.profiles import load_profile
 
@@ -50,7 +50,7 @@ display(Markdown(f"Profile **{prof.name}**, data source **{prof.data.source}**; 
 # ## Pages of the run
 
 # %% tags=["hide-input"]
-pd.DataFrame.from_dict(prov.get("experiments", {}), orient="index")
+provenance_runs(prov)
 
 # %% [markdown]
 # ## Machine and packages

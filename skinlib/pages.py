@@ -465,6 +465,37 @@ def display_path(text: Any) -> Any:
     return out
 
 
+def provenance_runs(prov: dict[str, Any]) -> pd.DataFrame:
+    """The pages of a run as a narrow table: one row per page (the index), columns
+    ``status``, ``seed``, ``minutes``, ``peak GiB``, ``ended`` (UTC, to the minute) and
+    ``commit`` (10 characters). ``prov`` is ``provenance.json`` (its ``experiments``).
+
+    Examples:
+        >>> provenance_runs({"experiments": {"data": {"status": "ok", "seed": 0, "duration_s": 90,
+        ...     "peak_memory_mib": 512, "ended": "2026-12-02T14:10:25+00:00", "git_commit": "5659ac1295069c"}}})
+        ... # doctest: +NORMALIZE_WHITESPACE
+             status  seed  minutes  peak GiB             ended      commit
+        page
+        data     ok     0      1.5       0.5  2026-12-02 14:10  5659ac1295
+    """
+    rows = {}
+    for page, r in (prov.get("experiments") or {}).items():
+        ended = str(r.get("ended") or "")
+        rows[page] = {
+            "status": r.get("status", ""),
+            "seed": r.get("seed", ""),
+            "minutes": round(float(r["duration_s"]) / 60, 1) if r.get("duration_s") is not None else float("nan"),
+            "peak GiB": round(float(r["peak_memory_mib"]) / 1024, 1) if r.get("peak_memory_mib") is not None
+            else float("nan"),
+            "ended": ended[:16].replace("T", " "),
+            "commit": str(r.get("git_commit") or "")[:10],
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index",
+                                   columns=["status", "seed", "minutes", "peak GiB", "ended", "commit"])
+    table.index.name = "page"
+    return table
+
+
 def provenance_view(prov: dict[str, Any]) -> dict[str, Any]:
     """``provenance.json`` as the book shows it: the dataset's real image count in place of
     the profile's unused synthetic ``n_images``, and every path relative to the project or ``~``.

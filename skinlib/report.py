@@ -971,9 +971,18 @@ def departures_table(profile: Any) -> pd.DataFrame:
 
 
 def departures_markdown(profile: Any) -> str:
-    """:func:`departures_table` as a Markdown table (for ``IPython.display.Markdown``)."""
+    """:func:`departures_table` as Markdown: a three-column table (difference, thesis, this
+    run) that fits the page at a glance, then one paragraph per departure with what it
+    should move and why (prose in a five-column table is wider than the content column)."""
     table = departures_table(profile)
-    head = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    body = "\n".join("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
-                     for row in table.itertuples(index=False))
-    return head + body + "\n"
+    ours = f"this run (`{profile.name}`)"
+    cells = table[["difference", "thesis", ours]]
+
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(cells.columns) + " |\n|" + "---|" * len(cells.columns) + "\n"
+    body = "\n".join("| " + " | ".join(cell(v) for v in row) + " |" for row in cells.itertuples(index=False))
+    effects = "\n".join(f"- **{r['difference']}.** {r['what it should move']} *Why we depart:* {r['why']}"
+                         for _, r in table.iterrows())
+    return f"{head}{body}\n\n**What each departure should move, and why.**\n\n{effects}\n"

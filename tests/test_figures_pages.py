@@ -264,6 +264,20 @@ def test_provenance_view_shows_loaded_counts_and_no_machine_paths():
     assert prov["parameters"]["data"]["n_images"] == 3000  # the record itself is left alone
 
 
+def test_provenance_runs_is_one_narrow_row_per_page():
+    prov = {"experiments": {
+        "data": {"status": "ok", "seed": 0, "duration_s": 90.0, "peak_memory_mib": 2048.0, "node": "vm",
+                 "started": "2026-12-02T14:08:55+00:00", "ended": "2026-12-02T14:10:25+00:00",
+                 "git_commit": "5659ac1295069c074edd403c762c3579b85d3ab3"},
+        "exp1_poisoning": {"status": "failed", "seed": 0, "duration_s": None, "peak_memory_mib": None}}}
+    table = pages.provenance_runs(prov)
+    assert list(table.index) == ["data", "exp1_poisoning"]
+    assert list(table.columns) == ["status", "seed", "minutes", "peak GiB", "ended", "commit"]
+    assert table.loc["data"].tolist() == ["ok", 0, 1.5, 2.0, "2026-12-02 14:10", "5659ac1295"]
+    assert table.loc["exp1_poisoning", "status"] == "failed" and pd.isna(table.loc["exp1_poisoning", "minutes"])
+    assert pages.provenance_runs({}).empty
+
+
 def test_benchmark_tables_split_per_profile_and_explain_the_uap_row(tmp_path):
     uap = pd.DataFrame([
         {"profile": "default", "method": "uap_art", "wall_s": 50.0, "test_flip_rate": 0.73, "test_images": 380,

@@ -450,4 +450,9 @@ def test_departures_read_our_side_from_the_profile():
     for column in ("why", "what it should move", "thesis"):
         assert table[column].str.len().min() > 10
     md = report.departures_markdown(p)
-    assert md.count("\n") == len(report.DEPARTURES) + 2
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(rows) == len(report.DEPARTURES) + 1 and all(r.count(" | ") == 2 for r in rows)  # 3 columns
+    effects = [line for line in md.splitlines() if line.startswith("- **")]
+    assert len(effects) == len(report.DEPARTURES)
+    for d in report.DEPARTURES:  # each departure's effect and reason are in the text, under its name
+        assert any(line.startswith(f"- **{d.topic}.** {d.moves}") and d.why in line for line in effects)
