@@ -204,14 +204,17 @@ class Run:
         return read_results(path)
 
     def save_figure(self, fig, name: str) -> Path:
-        """Save ``fig`` as ``<results_dir>/figures/<name>.png`` (written whole, then renamed)."""
+        """Save ``fig`` as ``<results_dir>/figures/<name>.png`` (written whole, then renamed),
+        its titles in the PNG's ``Title`` chunk (:func:`skinlib.plots.figure_title`)."""
         from skinlib.paths import safe_name
 
         folder = self.results_dir / "figures"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{safe_name(name, 'figure name')}.png"
         tmp = folder / f".{path.name}.tmp.png"
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        from skinlib.plots import png_metadata
+
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=png_metadata(fig))
         os.replace(tmp, path)
         return path
 

@@ -101,11 +101,35 @@ def _new_figure(nrows: int, ncols: int, figsize: tuple[float, float], **kw: Any)
     return fig, axes
 
 
+def figure_title(fig: Figure) -> str:
+    """Every title of ``fig`` in one line: the suptitle, then each panel's title (" | " between).
+
+    :func:`save_figure` and ``Run.save_figure`` write it into the PNG's ``Title`` text
+    chunk, so a built page's images can be checked for a title naming their model.
+
+    Examples:
+        >>> fig = Figure(); _ = fig.suptitle("FGSM 2/255, grey box")
+        >>> _ = fig.add_subplot(1, 1, 1).set_title("resnet_small")
+        >>> figure_title(fig)
+        'FGSM 2/255, grey box | resnet_small'
+    """
+    parts = [fig._suptitle.get_text()] if getattr(fig, "_suptitle", None) is not None else []
+    parts += [ax.get_title() for ax in fig.axes]
+    return " | ".join(" ".join(p.split()) for p in parts if p.strip())
+
+
+def png_metadata(fig: Figure) -> dict[str, str]:
+    """PNG text chunks for ``fig``: its :func:`figure_title` as ``Title`` (none when untitled)."""
+    title = figure_title(fig)
+    return {"Title": title} if title else {}
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` (PNG, or the format of the suffix), creating folders; returns the path."""
+    """Write ``fig`` (PNG, or the format of the suffix), creating folders; returns the path.
+    A PNG carries the figure's titles in its ``Title`` chunk (:func:`figure_title`)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
+    fig.savefig(p, metadata=png_metadata(fig) if p.suffix.lower() in ("", ".png") else None)
     return p
 
 
@@ -574,7 +598,8 @@ def metric_curves(df: pd.DataFrame, x: str = "param", metrics: Optional[Sequence
     times ``x_scale`` (e.g. 255 for eps in 1/255 units) when every value parses as one,
     else as categories. ``style`` (default: ``attack`` when several attacks are
     present) sets the line style. Health metrics are taken under ``grouping``. One
-    panel per metric; several rows for one point raise a :class:`SkinlibError`.
+    panel per metric; several rows for one point raise a :class:`SkinlibError`. With
+    ``hue="model"`` the suptitle ends with the models drawn ("...; models: a, b").
     """
     d = tidy(df, required=(x, hue, "metric", "value"))
     metrics = list(metrics) if metrics is not None else ordered_metrics(d["metric"])
@@ -625,8 +650,9 @@ def metric_curves(df: pd.DataFrame, x: str = "param", metrics: Optional[Sequence
             ax.set_ylabel(None)
         if handles:
             fig.legend(handles, legend_labels, loc="outside right center", fontsize="small")  # clear of the title
-        if title:
-            fig.suptitle(title)
+        if title or hue == "model":  # the title names the models drawn, not only the legend
+            models = f"models: {', '.join(map(str, hue_levels))}" if hue == "model" else ""
+            fig.suptitle(f"{title}; {models}" if title and models else (title or models))
     return fig
 
 

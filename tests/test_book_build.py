@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,6 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -295,6 +295,16 @@ def _status(url: str) -> int:
         return exc.code
 
 
+def _png_title(url: str) -> str:
+    """The ``Title`` text chunk of the PNG at ``url`` ("" when it has none): the figure's
+    titles, written by ``skinlib.plots.figure_title`` when the page ran."""
+    from PIL import Image
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        data = resp.read()
+    return str(Image.open(io.BytesIO(data)).text.get("Title", ""))
+
+
 def _screenshot_page(docs: list[str]) -> str:
     experiments = [d for d in docs if d.startswith(GENERATED + "exp")]
     preferred = GENERATED + "exp2_1_fgsm"
@@ -318,6 +328,7 @@ def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
     page.on("pageerror", lambda exc: js_errors.append(f"{page.url}: {exc}"))
     problems: list[str] = []
     wide: list[str] = []
+    figures: list[tuple[str, str]] = []
     links: set[str] = set()
     try:
         for doc in docs:
@@ -335,6 +346,8 @@ def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
             for img in page.evaluate(_IMAGES_JS):
                 if not img["width"]:
                     problems.append(f"{doc}: image does not load: {img['src']}")
+                elif img["src"].startswith(base) and img["src"].lower().endswith(".png"):
+                    figures.append((doc, _png_title(img["src"])))
             links |= _internal_targets(page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)"), base)
             errors = page.eval_on_selector_all(ERROR_SELECTORS, "els => els.map(e => e.textContent.slice(0, 300))")
             problems += [f"{doc}: error output: {text.strip()}" for text in errors]
@@ -356,7 +369,7 @@ def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
         if status != 200:
             problems.append(f"broken internal link ({status}): {target[len(base) - 1:]}")
     problems += [f"JavaScript error: {e}" for e in js_errors]
-    return {"problems": problems, "wide_tables": wide}
+    return {"problems": problems, "wide_tables": wide, "figures": figures}
 
 
 @pytest.mark.browser
@@ -367,46 +380,31 @@ def test_book_pages_in_browser(browsed):
     assert not browsed["problems"], "\n".join(browsed["problems"])
 
 
-#: Tables of pages run with the current code that are still too wide at 1280 px (issue #13
-#: keeps them open: the health table of exp2.2, the departures table of the summary, the
-#: run table of provenance). Each is named in a warning; any other wide table fails.
-KNOWN_WIDE_TABLES: frozenset[tuple[str, int]] = frozenset({
-    ("experiments/exp2_2_uap", 2), ("experiments/summary", 0), ("experiments/provenance", 0)})
+@pytest.mark.browser
+def test_book_tables_fit_the_content_column(browsed):
+    """At a 1280 px wide window no table is wider than the page's content column."""
+    assert not browsed["wide_tables"], "\n".join(browsed["wide_tables"])
 
 
-def _rendered_before_compact_tables() -> dict[str, str]:
-    """Published pages whose last run predates the compact tables (``pages.compact_table``):
-    ``{doc: commit}``, from each page's ``git_commit`` in the published provenance. A page
-    whose commit git cannot show is not listed (it is checked like any other)."""
-    prov_path = ROOT / "results" / PUBLISHED_PROFILE / "provenance.json"
-    if not prov_path.is_file():
-        return {}
-    import json
-
-    stale = {}
-    for page, record in json.loads(prov_path.read_text()).get("experiments", {}).items():
-        commit = str(record.get("git_commit") or "")
-        if not commit:
-            continue
-        proc = subprocess.run(["git", "show", f"{commit}:skinlib/pages.py"], cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode == 0 and "def compact_table" not in proc.stdout:
-            stale[f"{GENERATED}{page}"] = commit[:10]
-    return stale
+#: Figures that show no model's output, by a phrase of their title: the training labels of
+#: the poisoning chapter (before any model is trained on them).
+DATA_FIGURE_PHRASES = ("training labels",)
 
 
 @pytest.mark.browser
-def test_book_tables_fit_the_content_column(browsed):
-    """At a 1280 px wide window no table is wider than the page's content column.
+def test_book_figures_are_titled_with_their_model(browsed):
+    """Every figure carries its titles (the PNG's ``Title`` chunk, written when the page
+    ran); on every page after the data chapter each title names a model of the published
+    profile, except figures of the data alone (:data:`DATA_FIGURE_PHRASES`)."""
+    from skinlib.profiles import load_profile
 
-    Published pages last run before the compact tables existed are reported (a warning
-    naming each and its commit) instead of failed: they change only when they are run
-    again. Every page run since is held to the width."""
-    stale = _rendered_before_compact_tables()
-    wide = [w for w in browsed["wide_tables"] if w.split(":", 1)[0] not in stale
-            and not any(w.startswith(f"{doc}: table {i} ") for doc, i in KNOWN_WIDE_TABLES)]
-    for doc, i in sorted(KNOWN_WIDE_TABLES):
-        warnings.warn(f"{doc}: table {i} is known to be too wide (issue #13): not checked", stacklevel=1)
-    for doc, commit in sorted(stale.items()):
-        warnings.warn(f"{doc}: last run at {commit}, before the compact tables; its width is not checked "
-                      f"until it is run again", stacklevel=1)
-    assert not wide, "\n".join(wide)
+    models = load_profile(PUBLISHED_PROFILE).models
+    assert browsed["figures"], "no figures found in the book"
+    untitled = [doc for doc, title in browsed["figures"] if not title]
+    assert not untitled, f"figures without a title on: {sorted(set(untitled))}"
+    nameless = [f"{doc}: {title!r}" for doc, title in browsed["figures"]
+                if doc.startswith(GENERATED) and doc != f"{GENERATED}data"
+                and not any(m in title for m in models)
+                and not any(p in title.lower() for p in DATA_FIGURE_PHRASES)]
+    assert not nameless, "figure titles that name no model:\n" + "\n".join(nameless)
+

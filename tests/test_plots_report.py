@@ -170,6 +170,19 @@ def test_metric_curves_one_panel_per_metric_with_bands():
     xs = sorted({round(float(x), 6) for line in ax.get_lines() for x in line.get_xdata()})
     assert xs == [1.0, 2.0, 4.0]
     assert ax.get_xlabel() == "eps (/255)"
+    models = list(dict.fromkeys(curve_frame()["model"]))
+    assert plots.figure_title(fig).startswith(f"models: {', '.join(models)} | ")  # no title given: the models
+    titled = plots.metric_curves(curve_frame(), metrics=["accuracy"], title="FGSM against eps, grey box")
+    assert titled._suptitle.get_text() == f"FGSM against eps, grey box; models: {', '.join(models)}"
+
+
+def test_saved_png_carries_the_figure_titles(tmp_path):
+    from PIL import Image
+
+    fig = plots.metric_curves(curve_frame(), metrics=["accuracy"], title="FGSM against eps, grey box")
+    path = plots.save_figure(fig, tmp_path / "curve.png")
+    assert Image.open(path).text["Title"] == plots.figure_title(fig)
+    assert "FGSM against eps, grey box; models: " in Image.open(path).text["Title"]
 
 
 def test_metric_curves_refuses_to_average_hidden_rows():
