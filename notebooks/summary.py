@@ -57,18 +57,7 @@ if missing:
     display(Markdown(f"Experiments without results in this profile yet: {', '.join(missing)}."))
 
 
-class _Run:  # the figure saver of skinlib.pages.show needs only save_figure
-    def __init__(self, folder):
-        self.folder = Path(folder) if folder else source_dir
-
-    def save_figure(self, fig, name):
-        (self.folder / "figures").mkdir(parents=True, exist_ok=True)
-        path = self.folder / "figures" / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        return path
-
-
-saver = _Run(results_dir)
+figures_home = Path(results_dir) if results_dir else source_dir  # where show() saves the figures
 
 # %% [markdown]
 # ## Recap across defences (thesis figures 5.1 and 5.2)
@@ -80,7 +69,7 @@ if not results.empty:
     at_eps = results[(results["experiment"] != "exp2_1_fgsm") | (results["param"].astype(str) == eps_key)]
     for model in prof.models:
         for attack in ("fgsm", "uap_art"):
-            show(saver, plots.recap(at_eps, model=model, attack=attack,
+            show(figures_home, plots.recap(at_eps, model=model, attack=attack,
                                     metrics=["accuracy", "macro_recall", "sensitivity", "npv", "fnr"]),
                  f"summary_recap_{model}_{attack}")
 

@@ -13,11 +13,19 @@ from skinlib.labels import CLASSES
 from skinlib.models import MODELS
 
 
-def show(run: Run, fig, name: str) -> None:
-    """Save ``fig`` under the run's figures and display it as a PNG (whatever the backend)."""
+def show(run: "Run | Path", fig, name: str) -> None:
+    """Save ``fig`` under the run's figures (or ``<folder>/figures/`` when given a folder),
+    its titles in the PNG, and display it as a PNG (whatever the backend)."""
     from IPython.display import Image, display
 
-    path = run.save_figure(fig, name)
+    from skinlib.paths import safe_name
+    from skinlib.plots import save_figure
+
+    if isinstance(run, (str, Path)):
+        path = save_figure(fig, Path(run) / "figures" / f"{safe_name(name, 'figure name')}.png", dpi=110,
+                           bbox_inches="tight")  # as Run.save_figure
+    else:
+        path = run.save_figure(fig, name)
     display(Image(data=Path(path).read_bytes(), format="png"))
 
 

@@ -124,12 +124,13 @@ def png_metadata(fig: Figure) -> dict[str, str]:
     return {"Title": title} if title else {}
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path, **savefig: Any) -> Path:
     """Write ``fig`` (PNG, or the format of the suffix), creating folders; returns the path.
-    A PNG carries the figure's titles in its ``Title`` chunk (:func:`figure_title`)."""
+    A PNG carries the figure's titles in its ``Title`` chunk (:func:`figure_title`);
+    ``savefig`` goes to :meth:`~matplotlib.figure.Figure.savefig` (``dpi``, ``bbox_inches``)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, metadata=png_metadata(fig) if p.suffix.lower() in ("", ".png") else None)
+    fig.savefig(p, metadata=png_metadata(fig) if p.suffix.lower() in ("", ".png") else None, **savefig)
     return p
 
 

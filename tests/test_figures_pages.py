@@ -326,3 +326,12 @@ def test_poisoning_reading_gives_the_fnr_under_both_groupings():
                  row(model="m", param=p, metric="recall_nv", value=0.9)]
     text = pages.poisoning_reading(pd.DataFrame(rows), ["m"], 0.6)
     assert "clinical grouping 30.0% -> 30.0%" in text and "thesis's 20.0% -> 50.0%" in text
+
+
+def test_show_into_a_folder_saves_the_titled_png(tmp_path):
+    from PIL import Image
+
+    fig = plots.class_histogram({"nv": 10, "bkl": 2}, {"nv": 5, "bkl": 7}, "resnet_small: training labels")
+    pages.show(tmp_path, fig, "histogram")
+    saved = tmp_path / "figures" / "histogram.png"
+    assert Image.open(saved).text["Title"] == plots.figure_title(fig) and "resnet_small" in plots.figure_title(fig)
