@@ -41,7 +41,7 @@ from skinlib.pages import show
 from skinlib.paths import results_dir as profile_results_dir
 from skinlib.pipeline import EXPERIMENTS
 from skinlib.profiles import load_profile
-from skinlib.report import banner, load_thesis_tables
+from skinlib.report import attack_budgets, banner, load_thesis_tables
 from skinlib.results import read_results
 
 prof = load_profile(profile, data_dir=data_dir)
@@ -64,13 +64,15 @@ figures_home = Path(results_dir) if results_dir else source_dir  # where show() 
 
 # %% tags=["hide-input"]
 eps_key = f"{prof.fgsm.eps:.6g}"
+budgets = attack_budgets(prof)
 if not results.empty:
     # one row per stage: FGSM at the thesis's eps (experiment 2.1 sweeps eps)
     at_eps = results[(results["experiment"] != "exp2_1_fgsm") | (results["param"].astype(str) == eps_key)]
     for model in prof.models:
         for attack in ("fgsm", "uap_art"):
             show(figures_home, plots.recap(at_eps, model=model, attack=attack,
-                                    metrics=["accuracy", "macro_recall", "sensitivity", "npv", "fnr"]),
+                                           metrics=["accuracy", "macro_recall", "sensitivity", "npv", "fnr"],
+                                           budget=budgets["fgsm" if attack == "fgsm" else "uap"]),
                  f"summary_recap_{model}_{attack}")
 
 # %% [markdown]
@@ -85,9 +87,7 @@ if not results.empty:
 
 # %% tags=["hide-input"]
 from skinlib import verdicts  # noqa: E402
-from skinlib.report import attack_budgets  # noqa: E402
 
-budgets = attack_budgets(prof)
 curves_csv = source_dir / "exp4_adaptive_curves.csv"
 adaptive_curves = pd.read_csv(curves_csv) if curves_csv.is_file() else None
 display(Markdown(f"*The rule.* {verdicts.WORD_RULE}"))

@@ -685,7 +685,7 @@ def _recap_value(d: pd.DataFrame, where: str, param: Any) -> tuple[float, float,
 
 
 def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, grouping: str = "clinical",
-          param: Any = None, settings: Sequence[str] = ("greybox", "whitebox")) -> Figure:
+          param: Any = None, settings: Sequence[str] = ("greybox", "whitebox"), budget: str = "") -> Figure:
     """Every metric across the stages clean / attacked / + retraining / + LLT / + both
     (thesis figs. 5.1/5.2): model performance left, impact on health right.
 
@@ -694,7 +694,8 @@ def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, 
     (greybox: crafted on the undefended model, as in the thesis; whitebox: crafted
     through the defence); the undefended attacked point is the same for both when only
     greybox rows exist. Vertical bars are 95% intervals; a missing stage leaves a gap.
-    Health metrics are taken under ``grouping``; sweeps are read at ``param``.
+    Health metrics are taken under ``grouping``; sweeps are read at ``param``. The title
+    names the model, the attack with its ``budget`` (e.g. "2/255") and the settings drawn.
     """
     d = filter_grouping(tidy(df, required=("model", "attack", "defence", "setting", "metric", "value")), grouping)
     d = d[d["model"] == model]
@@ -749,7 +750,9 @@ def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, 
             ax.set_ylim(-0.02, 1.02)
             _pct(ax)
             ax.set_title(name)
-        fig.suptitle(f"{model} against {attack}: clean, attacked and defended")
+        attack_text = " ".join(t for t in (ATTACK_TEXT.get(attack, attack), budget) if t)
+        setting_text = " and ".join(SETTING_TEXT.get(s, s) for s in keep)
+        fig.suptitle(f"{model} against {attack_text} ({setting_text}): clean, attacked and defended")
     return fig
 
 

@@ -215,6 +215,8 @@ def test_recap_two_families_and_greybox_whitebox_lines():
     assert grey.tolist() == pytest.approx([0.8, 0.1, 0.6, 0.7, 0.75])
     assert white[:3].tolist() == pytest.approx([0.8, 0.1, 0.4]) and np.isnan(white[3:]).all()
     assert len(plots.recap(recap_frame(), "resnet_tiny", "fgsm", ["accuracy"]).axes) == 1
+    titled = plots.recap(recap_frame(), "resnet_tiny", "fgsm", ["accuracy"], budget="2/255")
+    assert titled._suptitle.get_text().startswith("resnet_tiny against FGSM 2/255 (grey box and white box)")
 
 
 # --------------------------------------------------------------------------- report
