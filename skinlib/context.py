@@ -204,19 +204,10 @@ class Run:
         return read_results(path)
 
     def save_figure(self, fig, name: str) -> Path:
-        """Save ``fig`` as ``<results_dir>/figures/<name>.png`` (written whole, then renamed),
-        its titles in the PNG's ``Title`` chunk (:func:`skinlib.plots.figure_title`)."""
-        from skinlib.paths import safe_name
+        """Save ``fig`` as ``<results_dir>/figures/<name>.png`` (:func:`skinlib.plots.save_page_figure`)."""
+        from skinlib.plots import save_page_figure
 
-        folder = self.results_dir / "figures"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{safe_name(name, 'figure name')}.png"
-        tmp = folder / f".{path.name}.tmp.png"
-        from skinlib.plots import png_metadata
-
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=png_metadata(fig))
-        os.replace(tmp, path)
-        return path
+        return save_page_figure(fig, self.results_dir, name)
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         """Write ``<results_dir>/<name>`` as JSON (whole, then renamed)."""

@@ -18,14 +18,10 @@ def show(run: "Run | Path", fig, name: str) -> None:
     its titles in the PNG, and display it as a PNG (whatever the backend)."""
     from IPython.display import Image, display
 
-    from skinlib.paths import safe_name
-    from skinlib.plots import save_figure
+    from skinlib.plots import save_page_figure
 
-    if isinstance(run, (str, Path)):
-        path = save_figure(fig, Path(run) / "figures" / f"{safe_name(name, 'figure name')}.png", dpi=110,
-                           bbox_inches="tight")  # as Run.save_figure
-    else:
-        path = run.save_figure(fig, name)
+    folder = run if isinstance(run, (str, Path)) else run.results_dir
+    path = save_page_figure(fig, folder, name)
     display(Image(data=Path(path).read_bytes(), format="png"))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -132,6 +133,18 @@ def save_figure(fig: Figure, path: str | Path, **savefig: Any) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p, metadata=png_metadata(fig) if p.suffix.lower() in ("", ".png") else None, **savefig)
     return p
+
+
+def save_page_figure(fig: Figure, folder: str | Path, name: str) -> Path:
+    """Save a book page's figure as ``<folder>/figures/<name>.png`` at the pages' resolution
+    (110 dpi, tight box), its titles in the PNG (:func:`figure_title`); written whole, then
+    renamed, so a crash never leaves half a PNG. Returns the path."""
+    from skinlib.paths import safe_name
+
+    path = Path(folder) / "figures" / f"{safe_name(name, 'figure name')}.png"
+    tmp = save_figure(fig, path.with_name(f".{path.name}.tmp.png"), dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
 
 
 # --------------------------------------------------------------------------- helpers

@@ -314,7 +314,8 @@ def _screenshot_page(docs: list[str]) -> str:
 @pytest.fixture(scope="session")
 def browsed(browser, served_book, built_book) -> dict[str, list[str]]:
     """Every page of the table of contents opened once at 1280 x 900 px: what went wrong
-    (``problems``) and the tables wider than their content column (``wide_tables``)."""
+    (``problems``), the tables wider than their content column (``wide_tables``) and each
+    figure's page and PNG title (``figures``)."""
     base = served_book
     docs = toc_documents()
     shot = _screenshot_page(docs)
@@ -407,4 +408,3 @@ def test_book_figures_are_titled_with_their_model(browsed):
                 and not any(m in title for m in models)
                 and not any(p in title.lower() for p in DATA_FIGURE_PHRASES)]
     assert not nameless, "figure titles that name no model:\n" + "\n".join(nameless)
-
