@@ -37,7 +37,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from skinlib import plots
-from skinlib.pages import show
+from skinlib.pages import show, styled
 from skinlib.paths import results_dir as profile_results_dir
 from skinlib.pipeline import EXPERIMENTS
 from skinlib.profiles import load_profile
@@ -94,6 +94,27 @@ display(Markdown(f"*The rule.* {verdicts.WORD_RULE}"))
 if not results.empty:
     display(Markdown(verdicts.research_answers_markdown(results, prof.models, prof.fgsm.eps, adaptive_curves,
                                                         uap_budget=budgets["uap"])))
+
+# %% [markdown]
+# ## How far the numbers move between training seeds
+#
+# The bootstrap intervals cover the sampling of test lesions only. Training the same
+# model again from another seed moves its numbers too; where this run trained several
+# seeds (`--seeds`, results in `seed-K/` folders, `seeds.csv`), the headline cells show
+# that spread beside the interval of the seed the book shows.
+
+# %% tags=["hide-input"]
+from skinlib.pipeline import SEEDS_TABLE  # noqa: E402
+from skinlib.report import seed_spread_markdown, seed_spread_table  # noqa: E402
+
+seeds_csv = source_dir / SEEDS_TABLE
+if seeds_csv.is_file():
+    over_seeds = pd.read_csv(seeds_csv, keep_default_na=False)
+    display(Markdown(seed_spread_markdown(over_seeds, prof.fgsm.eps)))
+    display(styled(seed_spread_table(over_seeds, results, prof.fgsm.eps, prof.primary_seed)))
+else:
+    display(Markdown(f"This run trained one seed ({prof.primary_seed}): its intervals do not cover "
+                     "a retraining from another seed."))
 
 # %% [markdown]
 # ## Does WebP remove small perturbations, or hide the gradient?

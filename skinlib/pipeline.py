@@ -436,14 +436,20 @@ def run(profile_name: str, *, data_dir: Optional[str] = None, only: Optional[Seq
     try:
         with _exclusive(base / GRID_DIR / "run.lock",
                         f"{base}: another `skinlib run` of profile {profile.name} is running; wait for it to finish"):
+            # every seed's experiments, then the table over seeds, then the report pages
+            # (the summary shows the spread over seeds, so it runs after the table)
             for seed, pages in plan:
                 statuses[seed] = {}
                 for page in pages:
-                    record = execute_one(profile, page, seed, log_output=log_output)
-                    statuses[seed][page] = record["status"]
+                    if page not in REPORT_PAGES:
+                        statuses[seed][page] = execute_one(profile, page, seed, log_output=log_output)["status"]
             if len(seed_list) > 1 and set(EXPERIMENTS) & {p for _, pages in plan for p in pages}:
                 path = aggregate_seeds(profile, seed_list)
                 _say(f"{profile.name}: table over seeds {', '.join(map(str, seed_list))} written to {path}")
+            for seed, pages in plan:
+                for page in pages:
+                    if page in REPORT_PAGES:
+                        statuses[seed][page] = execute_one(profile, page, seed, log_output=log_output)["status"]
     finally:
         if previous_force is None:
             os.environ.pop(FORCE_ENV, None)

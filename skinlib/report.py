@@ -567,6 +567,112 @@ def seed_spread(table: pd.DataFrame, primary: Optional[pd.DataFrame] = None, dec
     return out.reset_index(drop=True)
 
 
+#: The cells the summary's seed table shows: (metric, grouping) -- accuracy, the drop from
+#: clean, and the missed-malignancy rate (clinical FNR).
+SEED_HEADLINE_METRICS: tuple[tuple[str, str], ...] = (("accuracy", ""), ("accuracy_vs_clean", ""),
+                                                      ("fnr", "clinical"))
+
+
+def experiment_number(experiment: str) -> str:
+    """``"exp2_1_fgsm"`` -> ``"exp2.1"``, ``"exp0_classifier"`` -> ``"exp0"``: an experiment's short name."""
+    m = re.match(r"exp(\d+)(?:_(\d+))?", experiment)
+    return f"exp{m.group(1)}" + (f".{m.group(2)}" if m.group(2) else "") if m else experiment
+
+
+def seed_headline(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> pd.DataFrame:
+    """The headline cells of ``seeds.csv`` run with more than one seed: accuracy, its change
+    from clean and the clinical FNR; FGSM/PGD rows of experiment 2.1 at ``fgsm_eps`` only.
+
+    Shape: a subset of the rows of ``table``, its columns unchanged.
+    """
+    t = tidy(table)
+    keep = pd.Series(False, index=t.index)
+    for metric, grouping in SEED_HEADLINE_METRICS:
+        keep |= (t["metric"] == metric) & (t["grouping"].map(_text) == grouping)
+    keep &= pd.to_numeric(t["n_seeds"]) > 1
+    if fgsm_eps is not None and "param" in t.columns:
+        sweep = t["experiment"] == "exp2_1_fgsm"
+        keep &= ~sweep | param_matches(t["param"], fgsm_eps)
+    return t[keep].reset_index(drop=True)
+
+
+def seed_spread_table(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Optional[float] = None,
+                      primary_seed: int = 0) -> pd.DataFrame:
+    """The summary's seed table, in percent: the headline cells (:func:`seed_headline`) of
+    ``seeds.csv``, the shown seed's value with its bootstrap interval beside the mean ± sd
+    (min to max) over seeds and their number. Narrow: experiment, model and attack in the index.
+
+    Shape: one row per headline cell with more than one seed.
+
+    Examples:
+        >>> t = pd.DataFrame({"experiment": ["exp0_classifier"], "model": ["m"], "attack": ["none"],
+        ...                   "metric": ["accuracy"], "grouping": [""], "value": [0.8], "ci_low": [0.7],
+        ...                   "ci_high": [0.9], "n_seeds": [3], "sd": [0.02], "min": [0.78], "max": [0.82]})
+        >>> row = seed_spread_table(t, t.assign(value=0.79)).iloc[0]
+        >>> row.name, row["seed 0 [95% CI]"], row["seeds: mean ± sd (range)"], int(row["seeds"])
+        ('exp0 · m · clean', '79.0 [70.0, 90.0]', '80.0 ± 2.0 (78.0 to 82.0)', 3)
+    """
+    keys = [c for c in ("experiment", "model", "attack", "defence", "setting", "param", "grouping", "metric")
+            if c in table.columns]
+    many = seed_headline(table, fgsm_eps)
+    shown = tidy(primary)[keys + ["value", "ci_low", "ci_high"]]
+    many = many.merge(shown, on=keys, how="left", suffixes=("", "_shown"))
+    pct = lambda v: f"{100 * float(v):.1f}"  # noqa: E731
+    index = pd.Index([f"{experiment_number(e)} · {m} · {'clean' if _text(a) in ('', 'none') else a}"
+                      for e, m, a in zip(many["experiment"], many["model"], many["attack"])],
+                     name="experiment · model · attack")
+    return pd.DataFrame(index=index, data={
+        "metric": [metric_label(m) + (" (clinical)" if _text(g) == "clinical" else "")
+                   for m, g in zip(many["metric"], many["grouping"])],
+        f"seed {primary_seed} [95% CI]": ["—" if _is_missing(v) else f"{pct(v)} [{pct(lo)}, {pct(hi)}]"
+                                          for v, lo, hi in zip(many["value_shown"], many["ci_low_shown"],
+                                                               many["ci_high_shown"])],
+        "seeds: mean ± sd (range)": [f"{pct(m)} ± {pct(sd)} ({pct(lo)} to {pct(hi)})"
+                                     for m, sd, lo, hi in zip(many["value"], many["sd"], many["min"], many["max"])],
+        "seeds": pd.to_numeric(many["n_seeds"]).astype(int).to_numpy(),
+    })
+
+
+def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> str:
+    """Say in words how many training seeds each experiment ran and whether the spread over
+    seeds is small beside the bootstrap interval (which covers test sampling only).
+
+    ``table`` is ``seeds.csv``. For each experiment with several seeds: the largest standard
+    deviation over seeds of an accuracy cell, in points, beside the median half-width of the
+    bootstrap intervals of the same cells; the rule: the seed spread matters (and a
+    difference under twice it is no finding) when twice its largest sd exceeds that half-width.
+
+    Examples:
+        >>> t = pd.DataFrame({"experiment": ["exp0_classifier"] * 2, "model": ["m", "m"],
+        ...                   "metric": ["accuracy", "fnr"], "grouping": ["", "clinical"],
+        ...                   "value": [0.8, 0.3], "ci_low": [0.78, 0.25], "ci_high": [0.82, 0.35],
+        ...                   "n_seeds": [3, 3], "sd": [0.004, 0.02], "min": [0.795, 0.28], "max": [0.805, 0.32]})
+        >>> print(seed_spread_markdown(t))  # doctest: +NORMALIZE_WHITESPACE
+        - exp0_classifier: 3 training seeds; the largest sd of an accuracy over seeds is 0.4 points,
+          at most half the bootstrap intervals' median half-width of 2.0 points.
+    """
+    t = tidy(table)
+    lines = []
+    for exp, rows in t.groupby("experiment", sort=False):
+        n = int(pd.to_numeric(rows["n_seeds"]).max())
+        if n < 2:
+            lines.append(f"- {exp}: one training seed (its intervals cover test sampling only).")
+            continue
+        acc = seed_headline(rows, fgsm_eps)
+        acc = acc[acc["metric"] == "accuracy"]
+        if acc.empty:
+            lines.append(f"- {exp}: {n} training seeds.")
+            continue
+        sd = 100 * float(pd.to_numeric(acc["sd"]).max())
+        half = 100 * float(((pd.to_numeric(acc["ci_high"]) - pd.to_numeric(acc["ci_low"])) / 2).median())
+        judged = (f"as large as the bootstrap intervals' median half-width of {half:.1f} points: a difference "
+                  "under twice it is not a finding" if 2 * sd > half else
+                  f"at most half the bootstrap intervals' median half-width of {half:.1f} points")
+        lines.append(f"- {exp}: {n} training seeds; the largest sd of an accuracy over seeds is "
+                     f"{sd:.1f} points, {judged}.")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- thesis-shaped tables
 
 #: How a thesis table's system is named in its caption.

@@ -113,10 +113,16 @@ def test_each_seed_writes_its_own_folder_and_report_pages_run_once(isolated_dirs
         ran.append((profile.seed, page))
         _ok_page(page, profile, staging)
 
+    def aggregate(profile, seeds):
+        ran.append((tuple(seeds), "aggregate"))
+        return base / "seeds.csv"
+
     monkeypatch.setattr(pipeline, "execute_page", page)
-    monkeypatch.setattr(pipeline, "aggregate_seeds", lambda profile, seeds: base / "seeds.csv")
+    monkeypatch.setattr(pipeline, "aggregate_seeds", aggregate)
     prov = pipeline.run("smoke", seeds=["0", "2"])
-    assert ran == [(0, p) for p in pipeline.ALL_PAGES] + [(2, p) for p in pipeline.SEED_PAGES]
+    # every seed's experiments, the table over seeds, then the report pages (the summary shows the table)
+    assert ran == ([(0, p) for p in pipeline.SEED_PAGES] + [(2, p) for p in pipeline.SEED_PAGES]
+                   + [((0, 2), "aggregate")] + [(0, p) for p in pipeline.REPORT_PAGES])
     assert (base / "exp0_classifier.csv").read_text() == "seed 0\n"
     assert (base / "seed-2" / "exp0_classifier.csv").read_text() == "seed 2\n"
     assert not (base / "seed-2" / "summary.csv").exists()
@@ -230,6 +236,18 @@ def test_table_over_seeds_has_mean_sd_min_max(isolated_dirs):
     row = spread[spread["experiment"] == "exp0_classifier"].iloc[0]
     assert row["shown"] == "0.500 [0.40, 0.60]"  # seed 0's value and bootstrap interval
     assert row["over seeds"] == "0.700 ± 0.200 (0.500-0.900, 3 seeds)"
+
+    # the summary's view of it: the seed the book shows beside the spread, in percent, and in words
+    from skinlib.report import seed_spread_markdown, seed_spread_table
+
+    shown = seed_spread_table(table, read_results(pipeline.seed_dir(profile, 0) / "exp0_classifier.csv"))
+    assert list(shown.index) == ["exp0 · resnet_tiny · clean", "exp2.1 · resnet_tiny · fgsm"]
+    assert shown.iloc[0].tolist() == ["accuracy", "50.0 [40.0, 60.0]", "70.0 ± 20.0 (50.0 to 90.0)", 3]
+    assert shown.iloc[1, 1] == "—"  # seed 0's exp2.1 is not in the exp0 CSV handed in
+    words = seed_spread_markdown(table).splitlines()
+    assert words[0].startswith("- exp0_classifier: 3 training seeds; the largest sd of an accuracy over seeds "
+                               "is 20.0 points, as large as the bootstrap intervals' median half-width of 10.0")
+    assert words[1].startswith("- exp2_1_fgsm: 2 training seeds")
 
 
 def _progress_notebook():
