@@ -98,20 +98,24 @@ if not results.empty:
 # %% [markdown]
 # ## How far the numbers move between training seeds
 #
-# The bootstrap intervals cover the sampling of test lesions only. Training the same
-# model again from another seed moves its numbers too; where this run trained several
-# seeds (`--seeds`, results in `seed-K/` folders, `seeds.csv`), the headline cells show
-# that spread beside the interval of the seed the book shows.
+# The bootstrap intervals cover the sampling of test lesions only. A training seed draws
+# the split of lesions into training, validation and test sets as well as the network's
+# initialisation and batches, so the same model trained from another seed moves its
+# numbers more than the interval says. Where this run trained several seeds (`--seeds`,
+# results in `seed-K/` folders, `seeds.csv`), the headline cells show that spread beside
+# the interval of the seed the book shows.
 
 # %% tags=["hide-input"]
-from skinlib.pipeline import SEEDS_TABLE  # noqa: E402
-from skinlib.report import seed_spread_markdown, seed_spread_table  # noqa: E402
+from skinlib.pipeline import SEEDS_TABLE, seed_files  # noqa: E402
+from skinlib.report import leakage_over_seeds, seed_spread_markdown, seed_spread_table  # noqa: E402
 
 seeds_csv = source_dir / SEEDS_TABLE
 if seeds_csv.is_file():
     over_seeds = pd.read_csv(seeds_csv, keep_default_na=False)
     display(Markdown(seed_spread_markdown(over_seeds, prof.fgsm.eps)))
     display(styled(seed_spread_table(over_seeds, results, prof.fgsm.eps, prof.primary_seed)))
+    leakage = {k: pd.read_csv(path) for k, path in seed_files(prof, "exp0_split_leakage.csv").items()}
+    display(Markdown(leakage_over_seeds(leakage)))
 else:
     display(Markdown(f"This run trained one seed ({prof.primary_seed}): its intervals do not cover "
                      "a retraining from another seed."))

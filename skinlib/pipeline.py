@@ -129,6 +129,17 @@ def page_needs(page: str) -> dict[str, tuple[str, ...]]:
     return PAGE_NEEDS[page]
 
 
+def seed_files(profile: Profile, name: str) -> dict[int, Path]:
+    """``{seed: path}`` of the file ``name`` in every seed's results folder that has it
+    (the primary seed's folder and each ``seed-K/``), in seed order."""
+    base = results_dir(profile.name)
+    found = {profile.primary_seed: base / name} if (base / name).is_file() else {}
+    for folder in base.glob("seed-*"):
+        if folder.name[5:].isdigit() and (folder / name).is_file():
+            found[int(folder.name[5:])] = folder / name
+    return dict(sorted(found.items()))
+
+
 def pages_for_seed(profile: Profile, seed: int, only: Optional[Sequence[str]] = None) -> list[str]:
     """The pages ``seed`` runs, in order (report pages for the primary seed only)."""
     pages = ALL_PAGES if seed == profile.primary_seed else SEED_PAGES

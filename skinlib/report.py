@@ -633,6 +633,37 @@ def seed_spread_table(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Opti
     })
 
 
+def leakage_over_seeds(tables: Mapping[int, pd.DataFrame]) -> str:
+    """Experiment 0's leakage check over training seeds, in words: the accuracy of the image
+    split minus the lesion split's, per seed and model, and their mean and range. A seed
+    draws both the split and the training, so each seed's two test sets differ.
+
+    ``tables`` maps a seed to its ``exp0_split_leakage.csv`` (columns ``model``, ``split``,
+    ``accuracy`` ...). Empty text for fewer than two seeds.
+
+    Examples:
+        >>> t = lambda a, b: pd.DataFrame({"model": ["m", "m"], "split": ["by_image", "by_lesion"],
+        ...                                "accuracy": [a, b]})
+        >>> leakage_over_seeds({0: t(0.75, 0.70), 1: t(0.74, 0.73)})
+        'Leakage check over 2 seeds (image split minus lesion split, accuracy): m +5.0 (seed 0), +1.0 (seed 1); mean +3.0, range +1.0 to +5.0 points.'
+    """
+    if len(tables) < 2:
+        return ""
+    gaps: dict[str, dict[int, float]] = {}
+    for seed, table in tables.items():
+        for model, rows in table.groupby("model", sort=False):
+            by = rows.set_index("split")["accuracy"]
+            if {"by_image", "by_lesion"} <= set(by.index):
+                gaps.setdefault(str(model), {})[seed] = 100 * float(by["by_image"] - by["by_lesion"])
+    parts = []
+    for model, per_seed in gaps.items():
+        values = list(per_seed.values())
+        each = ", ".join(f"{g:+.1f} (seed {k})" for k, g in per_seed.items())
+        parts.append(f"{model} {each}; mean {np.mean(values):+.1f}, range {min(values):+.1f} to {max(values):+.1f} points")
+    return (f"Leakage check over {len(tables)} seeds (image split minus lesion split, accuracy): "
+            + "; ".join(parts) + ".") if parts else ""
+
+
 def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> str:
     """Say in words how many training seeds each experiment ran and whether the spread over
     seeds is small beside the bootstrap interval (which covers test sampling only).

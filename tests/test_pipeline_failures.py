@@ -249,6 +249,17 @@ def test_table_over_seeds_has_mean_sd_min_max(isolated_dirs):
                                "is 20.0 points, as large as the bootstrap intervals' median half-width of 10.0")
     assert words[1].startswith("- exp2_1_fgsm: 2 training seeds")
 
+    # the leakage check of each seed that has one, found in its own folder
+    from skinlib.report import leakage_over_seeds
+
+    for seed, image in ((0, 0.75), (2, 0.71)):
+        pd.DataFrame({"model": ["resnet_tiny"] * 2, "split": ["by_image", "by_lesion"],
+                      "accuracy": [image, 0.70]}).to_csv(pipeline.seed_dir(profile, seed) / "exp0_split_leakage.csv")
+    files = pipeline.seed_files(profile, "exp0_split_leakage.csv")
+    assert list(files) == [0, 2] and files[2].parent.name == "seed-2"
+    text = leakage_over_seeds({k: pd.read_csv(v) for k, v in files.items()})
+    assert "resnet_tiny +5.0 (seed 0), +1.0 (seed 2); mean +3.0" in text
+
 
 def _progress_notebook():
     nb = nbformat.v4.new_notebook()
