@@ -48,7 +48,8 @@ TINY: dict = {
     "data": {"source": "synthetic", "n_images": 210, "image_size": 75},
     "train": {"epochs": 1, "batch_size": 32, "weights": None, "fine_tune_epochs": 0, "augment": False,
               "jit_compile": False},
-    "poisoning": {"fractions": [0.3], "epochs": 1},
+    # poisoning.epochs stays the thesis's (unset: exp0's schedule), so the 0% point is exp0's model
+    "poisoning": {"fractions": [0.3]},
     "fgsm": {"eps_sweep": [0.00784313725490196, 0.03137254901960784], "pgd_steps": 2, "n_examples": 2},
     "uap": {"max_iter": 1, "n_train_images": 16, "fast_batch_size": 16, "fast_epochs": 1},
     "retraining": {"rounds": 2, "epochs_per_round": 1},
@@ -88,11 +89,11 @@ def test_tiny_profile_is_the_thesis_profile_made_small(tmp_path):
     assert tiny.name == NAME and tiny.models == thesis.models == MODELS
     assert (tiny.data.source, tiny.data.image_size, tiny.train.weights) == ("synthetic", 75, None)
     assert tiny.retraining.rounds == 2 and tiny.data.split == thesis.data.split
+    assert tiny.poisoning.epochs is thesis.poisoning.epochs is None  # the 0% point is exp0's model
     assert tiny.fgsm.eps == thesis.fgsm.eps and tiny.uap.eps == thesis.uap.eps
 
 
 @pytest.mark.slow
-@pytest.mark.long
 def test_thesis_profile_every_page_through_the_grid(tmp_path):
     """``snakemake --cores 2`` over every page of the tiny thesis profile: every job ends,
     every experiment has results for ResNet50 and InceptionV3, peak memory is recorded,
