@@ -665,13 +665,16 @@ def leakage_over_seeds(tables: Mapping[int, pd.DataFrame]) -> str:
 
 
 def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> str:
-    """Say in words how many training seeds each experiment ran and whether the spread over
-    seeds is small beside the bootstrap interval (which covers test sampling only).
+    """Say in words how many training seeds each experiment ran, whether the spread over
+    seeds is small beside the bootstrap interval (which covers test sampling only), and
+    which changes from clean reverse their sign between seeds.
 
     ``table`` is ``seeds.csv``. For each experiment with several seeds: the largest standard
     deviation over seeds of an accuracy cell, in points, beside the median half-width of the
     bootstrap intervals of the same cells; the rule: the seed spread matters (and a
-    difference under twice it is no finding) when twice its largest sd exceeds that half-width.
+    difference under twice it is no finding) when twice its largest sd exceeds that
+    half-width. Then the clinical FNR cell with the largest sd, and every change from clean
+    (accuracy, clinical FNR) whose seeds disagree on its sign (min below 0, max above).
 
     Examples:
         >>> t = pd.DataFrame({"experiment": ["exp0_classifier"] * 2, "model": ["m", "m"],
@@ -680,7 +683,8 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
         ...                   "n_seeds": [3, 3], "sd": [0.004, 0.02], "min": [0.795, 0.28], "max": [0.805, 0.32]})
         >>> print(seed_spread_markdown(t))  # doctest: +NORMALIZE_WHITESPACE
         - exp0_classifier: 3 training seeds; the largest sd of an accuracy over seeds is 0.4 points,
-          at most half the bootstrap intervals' median half-width of 2.0 points.
+          at most half the bootstrap intervals' median half-width of 2.0 points. The clinical FNR
+          moves most for m (clean): 28.0 to 32.0 over seeds (sd 2.0 points).
     """
     t = tidy(table)
     lines = []
@@ -689,8 +693,8 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
         if n < 2:
             lines.append(f"- {exp}: one training seed (its intervals cover test sampling only).")
             continue
-        acc = seed_headline(rows, fgsm_eps)
-        acc = acc[acc["metric"] == "accuracy"]
+        head = seed_headline(rows, fgsm_eps)
+        acc = head[head["metric"] == "accuracy"]
         if acc.empty:
             lines.append(f"- {exp}: {n} training seeds.")
             continue
@@ -699,8 +703,28 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
         judged = (f"as large as the bootstrap intervals' median half-width of {half:.1f} points: a difference "
                   "under twice it is not a finding" if 2 * sd > half else
                   f"at most half the bootstrap intervals' median half-width of {half:.1f} points")
-        lines.append(f"- {exp}: {n} training seeds; the largest sd of an accuracy over seeds is "
-                     f"{sd:.1f} points, {judged}.")
+        text = f"- {exp}: {n} training seeds; the largest sd of an accuracy over seeds is {sd:.1f} points, {judged}."
+
+        def cell(r: pd.Series) -> str:
+            attack = _text(r.get("attack", ""))
+            return f"{r['model']} ({'clean' if attack in ('', 'none') else attack})"
+
+        fnr = head[head["metric"] == "fnr"]
+        if not fnr.empty:
+            r = fnr.loc[pd.to_numeric(fnr["sd"]).idxmax()]
+            text += (f" The clinical FNR moves most for {cell(r)}: {100 * float(r['min']):.1f} to "
+                     f"{100 * float(r['max']):.1f} over seeds (sd {100 * float(r['sd']):.1f} points).")
+        changes = rows[rows["metric"].isin(["accuracy_vs_clean", "fnr_vs_clean"])]
+        changes = seed_headline(changes.assign(metric=changes["metric"].str.replace("fnr_vs_clean", "fnr")
+                                               .str.replace("accuracy_vs_clean", "accuracy")), fgsm_eps)
+        flips = changes[(pd.to_numeric(changes["min"]) < 0) & (pd.to_numeric(changes["max"]) > 0)]
+        if not flips.empty:
+            said = "; ".join(f"{'accuracy' if r['metric'] == 'accuracy' else 'clinical FNR'} of {cell(r)} "
+                             f"{100 * float(r['min']):+.1f} to {100 * float(r['max']):+.1f} points"
+                             for _, r in flips.iterrows())
+            text += (f" The seeds disagree on the sign of the change from clean for: {said}; "
+                     "a direction seen on one seed only is not a finding.")
+        lines.append(text)
     return "\n".join(lines)
 
 
