@@ -107,13 +107,15 @@ if not results.empty:
 
 # %% tags=["hide-input"]
 from skinlib.pipeline import SEEDS_TABLE, seed_files  # noqa: E402
-from skinlib.report import leakage_over_seeds, seed_spread_markdown, seed_spread_table  # noqa: E402
+from skinlib.report import leakage_over_seeds, seed_spread_markdown, seed_spread_tables  # noqa: E402
 
 seeds_csv = source_dir / SEEDS_TABLE
 if seeds_csv.is_file():
     over_seeds = pd.read_csv(seeds_csv, keep_default_na=False)
     display(Markdown(seed_spread_markdown(over_seeds, prof.fgsm.eps)))
-    display(styled(seed_spread_table(over_seeds, results, prof.fgsm.eps, prof.primary_seed)))
+    for experiment, frame in seed_spread_tables(over_seeds, results, prof.fgsm.eps, prof.primary_seed).items():
+        display(Markdown(f"**{experiment}** over training seeds"))
+        display(styled(frame))
     leakage = {k: pd.read_csv(path) for k, path in seed_files(prof, "exp0_split_leakage.csv").items()}
     display(Markdown(leakage_over_seeds(leakage)))
 else:

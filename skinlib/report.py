@@ -596,41 +596,45 @@ def seed_headline(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> pd.D
     return t[keep].reset_index(drop=True)
 
 
-def seed_spread_table(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Optional[float] = None,
-                      primary_seed: int = 0) -> pd.DataFrame:
-    """The summary's seed table, in percent: the headline cells (:func:`seed_headline`) of
-    ``seeds.csv``, the shown seed's value with its bootstrap interval beside the mean ± sd
-    (min to max) over seeds and their number. Narrow: experiment, model and attack in the index.
+def seed_spread_tables(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Optional[float] = None,
+                       primary_seed: int = 0) -> dict[str, pd.DataFrame]:
+    """The summary's seed tables, in percent, one per experiment run with several seeds: the
+    headline cells (:func:`seed_headline`) of ``seeds.csv``, the shown seed's value with its
+    bootstrap interval beside the mean ± sd and the range over seeds. Narrow enough for the
+    book's column: model and attack in the index, intervals in whole percent.
 
-    Shape: one row per headline cell with more than one seed.
+    Shape: ``{"exp2.1": frame}``, each frame one row per (model, attack, metric).
 
     Examples:
         >>> t = pd.DataFrame({"experiment": ["exp0_classifier"], "model": ["m"], "attack": ["none"],
         ...                   "metric": ["accuracy"], "grouping": [""], "value": [0.8], "ci_low": [0.7],
         ...                   "ci_high": [0.9], "n_seeds": [3], "sd": [0.02], "min": [0.78], "max": [0.82]})
-        >>> row = seed_spread_table(t, t.assign(value=0.79)).iloc[0]
-        >>> row.name, row["seed 0 [95% CI]"], row["seeds: mean ± sd (range)"], int(row["seeds"])
-        ('exp0 · m · clean', '79.0 [70.0, 90.0]', '80.0 ± 2.0 (78.0 to 82.0)', 3)
+        >>> frame = seed_spread_tables(t, t.assign(value=0.79))["exp0"]
+        >>> frame.index[0], frame.iloc[0].tolist()
+        ('m · clean', ['accuracy', '79.0 [70, 90]', '80.0 ± 2.0', '78.0 to 82.0'])
     """
     keys = [c for c in ("experiment", "model", "attack", "defence", "setting", "param", "grouping", "metric")
             if c in table.columns]
     many = seed_headline(table, fgsm_eps)
     shown = tidy(primary)[keys + ["value", "ci_low", "ci_high"]]
     many = many.merge(shown, on=keys, how="left", suffixes=("", "_shown"))
-    pct = lambda v: f"{100 * float(v):.1f}"  # noqa: E731
-    index = pd.Index([f"{experiment_number(e)} · {m} · {'clean' if _text(a) in ('', 'none') else a}"
-                      for e, m, a in zip(many["experiment"], many["model"], many["attack"])],
-                     name="experiment · model · attack")
-    return pd.DataFrame(index=index, data={
-        "metric": [metric_label(m) + (" (clinical)" if _text(g) == "clinical" else "")
-                   for m, g in zip(many["metric"], many["grouping"])],
-        f"seed {primary_seed} [95% CI]": ["—" if _is_missing(v) else f"{pct(v)} [{pct(lo)}, {pct(hi)}]"
-                                          for v, lo, hi in zip(many["value_shown"], many["ci_low_shown"],
-                                                               many["ci_high_shown"])],
-        "seeds: mean ± sd (range)": [f"{pct(m)} ± {pct(sd)} ({pct(lo)} to {pct(hi)})"
-                                     for m, sd, lo, hi in zip(many["value"], many["sd"], many["min"], many["max"])],
-        "seeds": pd.to_numeric(many["n_seeds"]).astype(int).to_numpy(),
-    })
+    pct = lambda v, d=1: f"{100 * float(v):.{d}f}"  # noqa: E731
+    labels = {"accuracy": "accuracy", "accuracy_vs_clean": "change from clean", "fnr": "FNR (clinical)"}
+    out = {}
+    for exp, rows in many.groupby("experiment", sort=False):
+        attacks = rows["attack"].map(_text) if "attack" in rows else pd.Series("", index=rows.index)
+        index = pd.Index([f"{m} · {'clean' if a in ('', 'none') else a}" for m, a in zip(rows["model"], attacks)],
+                         name="model · attack")
+        out[experiment_number(str(exp))] = pd.DataFrame(index=index, data={
+            "metric": [labels.get(m, metric_label(m)) for m in rows["metric"]],
+            f"seed {primary_seed} [95% CI]": ["—" if _is_missing(v) else f"{pct(v)} [{pct(lo, 0)}, {pct(hi, 0)}]"
+                                              for v, lo, hi in zip(rows["value_shown"], rows["ci_low_shown"],
+                                                                   rows["ci_high_shown"])],
+            f"{int(pd.to_numeric(rows['n_seeds']).max())} seeds: mean ± sd": [
+                f"{pct(m)} ± {pct(sd)}" for m, sd in zip(rows["value"], rows["sd"])],
+            "range over seeds": [f"{pct(lo)} to {pct(hi)}" for lo, hi in zip(rows["min"], rows["max"])],
+        })
+    return out
 
 
 def leakage_over_seeds(tables: Mapping[int, pd.DataFrame]) -> str:

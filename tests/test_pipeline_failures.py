@@ -238,12 +238,15 @@ def test_table_over_seeds_has_mean_sd_min_max(isolated_dirs):
     assert row["over seeds"] == "0.700 ± 0.200 (0.500-0.900, 3 seeds)"
 
     # the summary's view of it: the seed the book shows beside the spread, in percent, and in words
-    from skinlib.report import seed_spread_markdown, seed_spread_table
+    from skinlib.pages import table_width
+    from skinlib.report import seed_spread_markdown, seed_spread_tables
 
-    shown = seed_spread_table(table, read_results(pipeline.seed_dir(profile, 0) / "exp0_classifier.csv"))
-    assert list(shown.index) == ["exp0 · resnet_tiny · clean", "exp2.1 · resnet_tiny · fgsm"]
-    assert shown.iloc[0].tolist() == ["accuracy", "50.0 [40.0, 60.0]", "70.0 ± 20.0 (50.0 to 90.0)", 3]
-    assert shown.iloc[1, 1] == "—"  # seed 0's exp2.1 is not in the exp0 CSV handed in
+    shown = seed_spread_tables(table, read_results(pipeline.seed_dir(profile, 0) / "exp0_classifier.csv"))
+    assert list(shown) == ["exp0", "exp2.1"] and list(shown["exp0"].index) == ["resnet_tiny · clean"]
+    assert shown["exp0"].iloc[0].tolist() == ["accuracy", "50.0 [40, 60]", "70.0 ± 20.0", "50.0 to 90.0"]
+    assert shown["exp0"].columns[2] == "3 seeds: mean ± sd" and shown["exp2.1"].columns[2] == "2 seeds: mean ± sd"
+    assert shown["exp2.1"].iloc[0, 1] == "—"  # seed 0's exp2.1 is not in the exp0 CSV handed in
+    assert max(table_width(f) for f in shown.values()) < 80  # fits the book's column
     words = seed_spread_markdown(table).splitlines()
     assert words[0].startswith("- exp0_classifier: 3 training seeds; the largest sd of an accuracy over seeds "
                                "is 20.0 points, as large as the bootstrap intervals' median half-width of 10.0")
