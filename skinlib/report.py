@@ -621,6 +621,11 @@ def seed_spread_tables(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Opt
     pct = lambda v, d=1: f"{100 * float(v):.{d}f}"  # noqa: E731
     labels = {"accuracy": "accuracy", "accuracy_vs_clean": "change from clean", "fnr": "FNR (clinical)"}
     out = {}
+    order = {m: i for i, (m, _) in enumerate(SEED_HEADLINE_METRICS)}
+    many = many.assign(_model=many["model"].map({m: i for i, m in enumerate(dict.fromkeys(many["model"]))}),
+                       _attack=many["attack"].map({a: i for i, a in enumerate(dict.fromkeys(many["attack"]))}),
+                       _metric=many["metric"].map(order))
+    many = many.sort_values(["_model", "_attack", "_metric"], kind="stable")
     for exp, rows in many.groupby("experiment", sort=False):
         attacks = rows["attack"].map(_text) if "attack" in rows else pd.Series("", index=rows.index)
         index = pd.Index([f"{m} · {'clean' if a in ('', 'none') else a}" for m, a in zip(rows["model"], attacks)],
