@@ -18,8 +18,9 @@
 #
 # Measured by the scripts in `benchmarks/`, side by side in one run on one machine
 # (ratios, not absolute times, are what carries over to another machine). Rerun them
-# with `python benchmarks/bench_attacks.py`, `python benchmarks/bench_llt.py` and
-# `python benchmarks/bench_training.py`.
+# with `python benchmarks/bench_attacks.py`, `python benchmarks/bench_llt.py`,
+# `python benchmarks/bench_training.py` and `python benchmarks/bench_grid.py` (the whole
+# profile run by Snakemake on every core against `skinlib run`, each from nothing).
 
 # %% tags=["parameters"]
 profile = "default"
@@ -45,4 +46,6 @@ for bench, prof, table in found:
         rows = table.assign(profile=prof)
         display(Markdown(report.uap_benchmark_summary(rows)))
         display(Markdown(benchmark_uap_note(rows, results_root())))
+    if bench == "grid" and prof is not None:
+        display(Markdown(report.grid_benchmark_summary(table.assign(profile=prof))))
     display(table)

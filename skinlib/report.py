@@ -533,6 +533,32 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def grid_benchmark_summary(table: pd.DataFrame) -> str:
+    """The grid benchmark (``benchmarks/bench_grid.py``) in one line per profile: Snakemake's
+    wall time against ``skinlib run`` + ``skinlib book``, the speed-up, and whether the results
+    were byte-identical.
+
+    Examples:
+        >>> t = pd.DataFrame({"profile": ["p", "p"], "method": ["skinlib_run_then_book", "snakemake_cores_2"],
+        ...                   "jobs_at_once": [1, 2], "wall_s": [100.0, 80.0], "speedup": [1.0, 1.25],
+        ...                   "identical": [True, True]})
+        >>> grid_benchmark_summary(t)
+        '- `p`: `snakemake --cores 2` 80 s against 100 s for `skinlib run` + `skinlib book` (1.25x), results byte-identical.'
+    """
+    lines = []
+    for profile, rows in table.groupby("profile", sort=True):
+        by = rows.set_index("method")
+        grid = [m for m in by.index if str(m).startswith("snakemake_cores_")]
+        if "skinlib_run_then_book" not in by.index or not grid:
+            continue
+        g, seq = by.loc[grid[0]], by.loc["skinlib_run_then_book"]
+        same = str(g["identical"]).lower() == "true"
+        lines.append(f"- `{profile}`: `snakemake --cores {int(g['jobs_at_once'])}` {float(g['wall_s']):.0f} s against "
+                     f"{float(seq['wall_s']):.0f} s for `skinlib run` + `skinlib book` ({float(g['speedup']):.2f}x), "
+                     + ("results byte-identical." if same else "results NOT identical."))
+    return "\n".join(lines)
+
+
 def seed_spread(table: pd.DataFrame, primary: Optional[pd.DataFrame] = None, decimals: int = 3) -> pd.DataFrame:
     """The spread over training seeds beside the bootstrap interval, one row per cell.
 
