@@ -639,12 +639,14 @@ def seed_spread_tables(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Opt
         >>> frame.index[0], frame.iloc[0].tolist()
         ('m · clean', ['accuracy', '79.0 [70, 90]', '80.0 ± 2.0', '78.0 to 82.0'])
     """
+    from skinlib.pages import format_cell  # the book's percent cell; pages imports this module
+
     keys = [c for c in ("experiment", "model", "attack", "defence", "setting", "param", "grouping", "metric")
             if c in table.columns]
     many = seed_headline(table, fgsm_eps)
     shown = tidy(primary)[keys + ["value", "ci_low", "ci_high"]]
     many = many.merge(shown, on=keys, how="left", suffixes=("", "_shown"))
-    pct = lambda v, d=1: f"{100 * float(v):.{d}f}"  # noqa: E731
+    pct = lambda v: f"{100 * float(v):.1f}"  # noqa: E731
     labels = {"accuracy": "accuracy", "accuracy_vs_clean": "change from clean", "fnr": "FNR (clinical)"}
     out = {}
     order = {m: i for i, (m, _) in enumerate(SEED_HEADLINE_METRICS)}
@@ -653,12 +655,12 @@ def seed_spread_tables(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Opt
                        _metric=many["metric"].map(order))
     many = many.sort_values(["_model", "_attack", "_metric"], kind="stable")
     for exp, rows in many.groupby("experiment", sort=False):
-        attacks = rows["attack"].map(_text) if "attack" in rows else pd.Series("", index=rows.index)
+        attacks = rows["attack"].map(_text)
         index = pd.Index([f"{m} · {'clean' if a in ('', 'none') else a}" for m, a in zip(rows["model"], attacks)],
                          name="model · attack")
         out[experiment_number(str(exp))] = pd.DataFrame(index=index, data={
             "metric": [labels.get(m, metric_label(m)) for m in rows["metric"]],
-            f"seed {primary_seed} [95% CI]": ["—" if _is_missing(v) else f"{pct(v)} [{pct(lo, 0)}, {pct(hi, 0)}]"
+            f"seed {primary_seed} [95% CI]": [format_cell(float(v), float(lo), float(hi), ci_decimals=0)
                                               for v, lo, hi in zip(rows["value_shown"], rows["ci_low_shown"],
                                                                    rows["ci_high_shown"])],
             f"{int(pd.to_numeric(rows['n_seeds']).max())} seeds: mean ± sd": [
