@@ -32,7 +32,7 @@ seed = None
 from IPython.display import Markdown, display
 
 from skinlib import report
-from skinlib.pages import benchmark_banner, benchmark_tables, benchmark_uap_note
+from skinlib.pages import benchmark_banner, benchmark_tables, benchmark_uap_note, benchmark_view
 from skinlib.paths import results_root
 
 folder = results_root() / "benchmarks"
@@ -48,4 +48,7 @@ for bench, prof, table in found:
         display(Markdown(benchmark_uap_note(rows, results_root())))
     if bench == "grid" and prof is not None:
         display(Markdown(report.grid_benchmark_summary(table.assign(profile=prof))))
-    display(table)
+    view, taken_out = benchmark_view(table)
+    display(view)
+    if taken_out:
+        display(Markdown(taken_out))

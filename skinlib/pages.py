@@ -547,6 +547,38 @@ def benchmark_tables(folder: Path) -> list[tuple[str, Optional[str], pd.DataFram
     return out
 
 
+#: A benchmark table's text column longer than this goes below the table as a list, not into it.
+LONG_TEXT = 24
+
+
+def benchmark_view(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """One benchmark table narrow enough for the book's column, and what it took out, in words.
+
+    Columns with one value in every row become one line ("every row: ..."); text columns
+    longer than :data:`LONG_TEXT` characters become a list per row (keyed by ``method``);
+    floats keep three significant digits. The CSV under ``results/benchmarks/`` keeps all.
+
+    Examples:
+        >>> view, words = benchmark_view(pd.DataFrame({"method": ["a", "b"], "wall_s": [1.23456, 2.0],
+        ...                                             "images": [512, 512]}))
+        >>> list(view.columns), words
+        (['method', 'wall_s'], 'Every row: images 512.')
+    """
+    key = "method" if "method" in table.columns else None
+    constant = [c for c in table.columns if c != key and len(table) > 1 and table[c].nunique(dropna=False) == 1]
+    long_text = [c for c in table.columns if c not in constant and c != key
+                 and table[c].map(lambda v: isinstance(v, str) and len(v) > LONG_TEXT).any()]
+    view = table.drop(columns=constant + long_text)
+    view = view.apply(lambda col: col.map(lambda v: float(f"{v:.3g}")) if col.dtype.kind == "f" else col)
+    blocks = []
+    if constant:
+        blocks.append("Every row: " + "; ".join(f"{c} {table[c].iloc[0]}" for c in constant) + ".")
+    for c in long_text:
+        blocks.append(f"`{c}` of each row:\n" + "\n".join(f"- {row[key] if key else i}: {row[c]}"
+                                                          for i, row in table.iterrows()))
+    return view, "\n\n".join(blocks)
+
+
 def benchmark_uap_note(table: pd.DataFrame, results_root: Optional[Path] = None) -> str:
     """Why the ART UAP flip rate of the benchmark differs from experiment 2.2's (generated from the rows)."""
     import inspect
