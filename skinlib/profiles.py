@@ -116,8 +116,7 @@ class AdaptiveConfig:
     curve_steps: int = 10
     lowfreq_factor: int = 4  # the low-frequency attack's grid: image size / factor
     codec_fit_images: int = 200  # training images the codec stand-in is fitted on
-    square_images: int = 200  # subset of the gradient-free check
-    square_queries: int = 500
+    square_queries: int = 500  # per image; Square runs on the whole adaptive subset
     surrogate_seed: int = 1000  # added to the profile's seed: the independently trained surrogate
     at_epochs: int = 4  # PGD adversarial training: at most this many epochs (fewer if it plateaus)
     at_steps: int = 5

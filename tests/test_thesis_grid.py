@@ -57,7 +57,7 @@ TINY: dict = {
     # the adaptive evaluation of one model (the same code for the other; it is the longest page)
     "adaptive": {"models": ["resnet50"], "eps_curve": [0.0, 0.00784313725490196], "n_images": 16, "steps": 2,
                  "convergence_images": 8, "convergence_factor": 1, "curve_images": 8, "curve_steps": 1,
-                 "codec_fit_images": 16, "square_images": 8, "square_queries": 10, "at_epochs": 1, "at_steps": 1,
+                 "codec_fit_images": 16, "square_queries": 10, "at_epochs": 1, "at_steps": 1,
                  "at_val_images": 16},
 }
 
