@@ -140,7 +140,8 @@ def _import_tensorflow_quietly() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    _import_tensorflow_quietly()
+    if args.command == "data":  # the one command that loads images in this process (run and page use kernels)
+        _import_tensorflow_quietly()
     try:
         if args.command == "run":
             from skinlib.pipeline import run

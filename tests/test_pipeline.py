@@ -102,6 +102,13 @@ def test_executed_pages_hold_no_progress_bars(smoke_run):
 
 @pytest.mark.slow
 def test_two_runs_give_byte_identical_results(smoke_run, tmp_path):
+    """A second run of every experiment from the first run's trained exp0 and poisoned models
+    (the ``model`` steps; everything else, retraining and PGD-AT included, is computed again):
+    the same bytes. That training from nothing is deterministic too is checked where exp0 trains
+    from an empty cache (test_killed_run_resumes_and_matches, the grid tests of test_workflow.py)."""
+    import shutil
+
+    shutil.copytree(smoke_run.parent.parent / "cache" / "steps" / "model", tmp_path / "cache" / "steps" / "model")
     proc = _run(tmp_path, "--only", *EXPERIMENTS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for e in EXPERIMENTS:
