@@ -140,8 +140,7 @@ def _import_tensorflow_quietly() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "data":  # the one command that loads images in this process (run and page use kernels)
-        _import_tensorflow_quietly()
+    _import_tensorflow_quietly()
     try:
         if args.command == "run":
             from skinlib.pipeline import run
