@@ -42,3 +42,26 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "long" in item.keywords:
             item.add_marker(skip)
+
+
+GRID_TEST = "test_thesis_grid.py::test_thesis_profile_every_page_through_the_grid"
+
+
+def pytest_collection_finish(session) -> None:
+    """Start the tiny thesis grid in the background when its test is selected (see
+    tests/test_thesis_grid.py): the rest of the suite runs on the core it leaves idle."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        if item.nodeid.endswith(GRID_TEST) and not item.get_closest_marker("skip"):
+            item.module.start_grid(session.config._tmp_path_factory.mktemp("thesis_grid"))
+
+
+def pytest_sessionfinish(session) -> None:
+    """A grid still running when the session ends (interrupted, -x) is killed with its jobs."""
+    for item in session.items:
+        if item.nodeid.endswith(GRID_TEST):
+            grid = item.module.STARTED.get("grid")
+            if grid is not None:
+                grid.kill()
+            return
