@@ -46,6 +46,8 @@ for bench, prof, table in found:
         rows = table.assign(profile=prof)
         display(Markdown(report.uap_benchmark_summary(rows)))
         display(Markdown(benchmark_uap_note(rows, results_root())))
+    if bench == "pgd" and prof is not None:
+        display(Markdown(report.pgd_benchmark_summary(table.assign(profile=prof))))
     if bench == "grid" and prof is not None:
         display(Markdown(report.grid_benchmark_summary(table.assign(profile=prof))))
     view, taken_out = benchmark_view(table)

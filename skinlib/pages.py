@@ -556,13 +556,14 @@ def benchmark_view(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
     Columns with one value in every row become one line ("every row: ..."); text columns
     longer than :data:`LONG_TEXT` characters become a list per row (keyed by ``method``);
-    floats keep three significant digits. The CSV under ``results/benchmarks/`` keeps all.
+    floats keep three significant digits; underscores in headers and method names become spaces
+    (so they can wrap). The CSV under ``results/benchmarks/`` keeps all.
 
     Examples:
         >>> view, words = benchmark_view(pd.DataFrame({"method": ["a", "b"], "wall_s": [1.23456, 2.0],
         ...                                             "images": [512, 512]}))
         >>> list(view.columns), words
-        (['method', 'wall_s'], 'Every row: images 512.')
+        (['method', 'wall s'], 'Every row: images 512.')
     """
     key = "method" if "method" in table.columns else None
     constant = [c for c in table.columns if c != key and len(table) > 1 and table[c].nunique(dropna=False) == 1]
@@ -570,6 +571,10 @@ def benchmark_view(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
                  and table[c].map(lambda v: isinstance(v, str) and len(v) > LONG_TEXT).any()]
     view = table.drop(columns=constant + long_text)
     view = view.apply(lambda col: col.map(lambda v: float(f"{v:.3g}")) if col.dtype.kind == "f" else col)
+    # headers and names may wrap in the book's column: snake_case read as words
+    view = view.rename(columns=lambda c: str(c).replace("_", " "))
+    if key:
+        view[key] = view[key].astype(str).str.replace("_", " ")
     blocks = []
     if constant:
         blocks.append("Every row: " + "; ".join(f"{c} {table[c].iloc[0]}" for c in constant) + ".")

@@ -513,16 +513,20 @@ def glue_metrics(df: pd.DataFrame, prefix: str, metrics: Optional[Sequence[str]]
 
 
 def uap_benchmark_summary(table: pd.DataFrame) -> str:
-    """One markdown line per profile of ``results/benchmarks/uap.csv``: ART's wall time and
-    test flip rate, and how many times sooner the fast UAP first reaches that rate (cold:
-    its compiled step traced inside the time; warm: reused), or that it never did."""
+    """One markdown line per profile (and per ART stopping rule ``art_delta``, where the CSV
+    has that column) of ``results/benchmarks/uap.csv``: ART's wall time and test flip rate,
+    and how many times sooner the fast UAP first reaches that rate (cold: its compiled step
+    traced inside the time; warm: reused), or that it never did."""
     lines = []
-    for profile, rows in table.groupby("profile", sort=True):
+    keys = ["profile", "art_delta"] if "art_delta" in table.columns else ["profile"]
+    for key, rows in table.groupby(keys, sort=True):
+        profile, delta = (key[0], key[1]) if len(keys) == 2 else (key[0], None)
         by = rows.set_index("method")
         if "uap_art" not in by.index:
             continue
         art = by.loc["uap_art"]
-        head = (f"- `{profile}` ({art['model']}): ART's UAP {float(art['wall_s']):.1f} s for a test flip rate "
+        rule = f", delta={float(delta):g}" if delta is not None else ""
+        head = (f"- `{profile}` ({art['model']}{rule}): ART's UAP {float(art['wall_s']):.1f} s for a test flip rate "
                 f"of {float(art['test_flip_rate']):.3f}; ")
         cold, warm = "uap_fast_to_art_rate_cold", "uap_fast_to_art_rate_warm"
         if cold in by.index and warm in by.index:
@@ -530,6 +534,32 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
                          f"({float(by.loc[cold, 'wall_s']):.2f} s), {float(by.loc[warm, 'speedup_vs_art']):.0f}x warm.")
         else:
             lines.append(head + "the fast UAP did not reach it within the benchmark's step limit.")
+    return "\n".join(lines)
+
+
+def pgd_benchmark_summary(table: pd.DataFrame) -> str:
+    """One markdown line per profile and system of ``results/benchmarks/pgd.csv``: the compiled
+    PGD against ART's ``ProjectedGradientDescent`` (same images, eps, steps, start), its speed-up
+    and the two accuracies, which should agree within half a point.
+
+    Examples:
+        >>> t = pd.DataFrame({"profile": ["p", "p"], "system": ["llt", "llt"], "method": ["art_pgd", "skinlib_pgd"],
+        ...                   "wall_s": [20.0, 10.0], "accuracy": [0.654, 0.643], "speedup_vs_art": [1.0, 2.0],
+        ...                   "images": [512, 512], "steps": [20, 20]})
+        >>> print(pgd_benchmark_summary(t))
+        - `p`, llt (512 images, 20 steps): ours 10.0 s against ART's 20.0 s (2.0x); accuracy 64.3% against 65.4% (1.1 points apart).
+    """
+    lines = []
+    for (profile, system), rows in table.groupby(["profile", "system"], sort=True):
+        by = rows.set_index("method")
+        if not {"art_pgd", "skinlib_pgd"} <= set(by.index):
+            continue
+        art, ours = by.loc["art_pgd"], by.loc["skinlib_pgd"]
+        gap = abs(float(ours["accuracy"]) - float(art["accuracy"])) * 100
+        lines.append(f"- `{profile}`, {system} ({int(ours['images'])} images, {int(ours['steps'])} steps): ours "
+                     f"{float(ours['wall_s']):.1f} s against ART's {float(art['wall_s']):.1f} s "
+                     f"({float(ours['speedup_vs_art']):.1f}x); accuracy {float(ours['accuracy']):.1%} against "
+                     f"{float(art['accuracy']):.1%} ({gap:.1f} points apart).")
     return "\n".join(lines)
 
 

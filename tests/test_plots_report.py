@@ -391,6 +391,18 @@ def test_uap_benchmark_summary_reports_the_measured_ratios():
     assert "`p2`" in p2 and "did not reach it" in p2
 
 
+def test_uap_benchmark_summary_has_a_line_per_art_stopping_rule():
+    rows = [{"profile": "p", "art_delta": d, "method": m, "wall_s": w, "test_flip_rate": 0.7, "speedup_vs_art": r,
+             "model": "m"}
+            for d, art_s in ((0.2, 20.0), (0.0, 60.0))
+            for m, w, r in (("uap_art", art_s, 1.0), ("uap_fast_to_art_rate_cold", 1.0, art_s),
+                            ("uap_fast_to_art_rate_warm", 0.5, 2 * art_s))]
+    lines = report.uap_benchmark_summary(pd.DataFrame(rows)).splitlines()
+    assert len(lines) == 2
+    assert "delta=0)" in lines[0] and "60.0 s" in lines[0] and "60x sooner cold" in lines[0]
+    assert "delta=0.2)" in lines[1] and "20.0 s" in lines[1] and "20x sooner cold" in lines[1]
+
+
 # --------------------------------------------------------------------------- thesis-shaped tables
 
 
