@@ -587,7 +587,6 @@ def benchmark_view(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def benchmark_uap_note(table: pd.DataFrame, results_root: Optional[Path] = None) -> str:
     """Why the ART UAP flip rate of the benchmark differs from experiment 2.2's (generated from the rows)."""
     import inspect
-    import re
 
     from skinlib.attacks import uap_art
     from skinlib.results import read_results
@@ -595,12 +594,14 @@ def benchmark_uap_note(table: pd.DataFrame, results_root: Optional[Path] = None)
     default_delta = inspect.signature(uap_art).parameters["delta"].default
     lines = []
     for profile, rows in table.groupby("profile", sort=True):
-        art = rows[rows["method"] == "uap_art"]
+        art = rows[rows["method"] == "uap_art"].reset_index(drop=True)
         if art.empty:
             continue
-        a = art.iloc[0]
-        found = re.search(r"delta=([0-9.]+)", str(a.get("schedule", "")))
-        delta = found.group(1) if found else "?"
+        # where the benchmark ran ART under several stopping rules, the one experiment 2.2 uses
+        deltas = art.get("schedule", pd.Series("", index=art.index)).astype(str).str.extract(r"delta=([0-9.]+)")[0]
+        same_rule = art[pd.to_numeric(deltas, errors="coerce") == default_delta]
+        a = (same_rule if not same_rule.empty else art).iloc[0]
+        delta = deltas[a.name] if isinstance(deltas[a.name], str) else "?"
         loaded = " (loaded from a file by the script, not experiment 0's model of a run)" \
             if "(loaded)" in str(a["model"]) else ""
         line = (f"- `{profile}`: the benchmark's ART UAP ran with delta={delta} (ART's stop criterion: with 0, every "

@@ -520,7 +520,7 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
     lines = []
     keys = ["profile", "art_delta"] if "art_delta" in table.columns else ["profile"]
     for key, rows in table.groupby(keys, sort=True):
-        profile, delta = (key[0], key[1]) if len(keys) == 2 else (key[0], None)
+        profile, delta = key if len(keys) == 2 else (key[0], None)
         by = rows.set_index("method")
         if "uap_art" not in by.index:
             continue

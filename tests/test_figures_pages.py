@@ -296,6 +296,13 @@ def test_benchmark_tables_split_per_profile_and_explain_the_uap_row(tmp_path):
     note = pages.benchmark_uap_note(uap, tmp_path)
     assert "delta=0.0" in note and "delta=0.2" in note and "73.9%" in note and "57.8%" in note
     assert "loaded from a file" in note
+    both = pd.concat([uap.iloc[:1].assign(schedule="5 passes max, delta=0.0, converged=False", test_flip_rate=0.5),
+                      uap.iloc[:1]])  # ART under both stopping rules, delta=0 first
+    assert "delta=0.0 (ART's" in pages.benchmark_uap_note(both)  # no row under exp2.2's rule: the first
+    two_rules = pd.concat([both.iloc[:1], both.iloc[:1].assign(schedule="5 passes max, delta=0.2, converged=True",
+                                                               test_flip_rate=0.7)])
+    picked = pages.benchmark_uap_note(two_rules)
+    assert "ran with delta=0.2 (ART's" in picked and "fooled 70.0%" in picked
     banner = pages.benchmark_banner(found, "ham10000")
     assert "`default` (synthetic images" in banner and "`ham10000` (real images, source `ham10000`)" in banner
 
