@@ -593,7 +593,7 @@ def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
                         experiment="exp4_adaptive", model=name, attack="square", defence=defence,
                         setting="whitebox", param=key)
             outcome.predictions.update({f"{defence}/{a}/{s}": p for (a, s), p in preds.items()})
-            curves.extend(_convergence_rows(run, name, defence, system, x, y, clean))
+            curves.extend(_convergence_rows(run, name, defence, system, x, y, clean, gains if with_llt else None))
         out[name] = outcome
     table = pd.DataFrame(curves)
     atomic_write_bytes(run.results_dir / "exp4_adaptive_curves.csv", table.to_csv(index=False).encode())
@@ -603,25 +603,30 @@ def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
 
 
 def _convergence_rows(run: Run, name: str, defence: str, system: Any, x: np.ndarray, y: np.ndarray,
-                      clean: np.ndarray) -> list[dict[str, Any]]:
-    """Accuracy of PGD against steps and restarts (``convergence_factor`` x the headline's) and against eps."""
+                      clean: np.ndarray, gains: Optional[np.ndarray] = None) -> list[dict[str, Any]]:
+    """Accuracy of PGD against steps and restarts (``convergence_factor`` x the headline's) and against eps.
+
+    Through the LLT (``gains`` given) the curves follow the codec-gradient PGD (``pgd_codec``,
+    the attack that models WebP; the strongest on the published run), elsewhere plain PGD.
+    """
     cfg = run.profile.adaptive
     f = cfg.convergence_factor
     n = min(cfg.convergence_images, len(x))
     steps, restarts = cfg.steps * f, cfg.restarts * f
+    attack, extra = ("pgd", {}) if gains is None else ("pgd_codec", {"gradient": "codec", "gains": gains})
     trace: dict = {}
     attacks.pgd(system, x[:n], y[:n], [cfg.eps], steps=steps, restarts=restarts, step_size=cfg.step_size * cfg.eps,
-                seed=run.profile.seed, trace=trace)
+                seed=run.profile.seed, trace=trace, **extra)
     grid = attacks.accuracy_by_step(trace[cfg.eps]["first"], steps, restarts, clean[:n] == y[:n])
     base = {"profile": run.profile.name, "experiment": "exp4_adaptive", "model": name, "defence": defence,
-            "attack": "pgd", "n_images": n}
+            "attack": attack, "n_images": n}
     rows = [{**base, "curve": "steps", "x": t, "accuracy": float(grid[0, t]),
              "headline": t == cfg.steps} for t in range(steps + 1)]
     rows += [{**base, "curve": "restarts", "x": r + 1, "accuracy": float(grid[r, -1]),
               "headline": r + 1 == cfg.restarts} for r in range(restarts)]
     m = min(cfg.curve_images, len(x))
     by_eps = attacks.pgd(system, x[:m], y[:m], sorted(set(cfg.eps_curve)), steps=cfg.curve_steps,
-                         step_size=None, seed=run.profile.seed)
+                         step_size=None, seed=run.profile.seed, **extra)
     for e, x_adv in by_eps.items():
         acc = float(np.mean(tf_backend.predict_labels(system, x_adv) == y[:m]))
         rows.append({**base, "n_images": m, "curve": "eps", "x": round(e * 255, 4), "accuracy": acc,

@@ -772,7 +772,7 @@ def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, 
 def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
     """Experiment 4's checks for one model: PGD accuracy against steps, restarts and eps, one line per defence.
 
-    The headline point (the steps, restarts and eps of the reported rows) is marked with
+    Through the LLT the curves follow the codec-gradient PGD (the legend says so). The headline point (the steps, restarts and eps of the reported rows) is marked with
     a dot: a curve still falling there means the attack had not converged. The eps panel
     starts at 0; a defended curve that stays high at the largest eps is a warning sign of
     masked gradients, not of robustness.
@@ -787,7 +787,9 @@ def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
             c = d[d["curve"] == curve]
             for defence, g in c.groupby("defence", sort=False):
                 g = g.sort_values("x")
-                line, = ax.plot(g["x"], g["accuracy"], marker="" if curve == "steps" else "o", label=defence)
+                attack = str(g["attack"].iloc[0]) if "attack" in g else "pgd"
+                label = defence if attack == "pgd" else f"{defence} ({ATTACK_TEXT.get(attack, attack)})"
+                line, = ax.plot(g["x"], g["accuracy"], marker="" if curve == "steps" else "o", label=label)
                 h = g[g["headline"].astype(bool)]
                 ax.plot(h["x"], h["accuracy"], "o", color=line.get_color(), markersize=8)
             n = int(c["n_images"].iloc[0]) if not c.empty else 0
@@ -800,8 +802,8 @@ def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
             _pct(ax)
         axes.ravel()[0].set_ylabel("accuracy under white-box PGD")
         axes.ravel()[-1].legend(title="defence", fontsize=8)
-        fig.suptitle(f"{model}: white-box PGD through each defence (BPDA where not differentiable); "
-                     "dots: the reported setting", fontsize=10)
+        fig.suptitle(f"{model}: white-box PGD through each defence (BPDA where not differentiable; through the LLT "
+                     "with the codec stand-in's gradient); dots: the reported setting", fontsize=10)
     return fig
 
 
@@ -809,7 +811,7 @@ def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
 
 #: Readable names of the attacks and settings in figure labels.
 ATTACK_TEXT: dict[str, str] = {"fgsm": "FGSM", "uap_art": "UAP (ART)", "uap_fast": "UAP (fast)", "pgd": "PGD",
-                               "random": "random noise", "none": "no attack"}
+                               "pgd_codec": "codec-gradient PGD", "random": "random noise", "none": "no attack"}
 SETTING_TEXT: dict[str, str] = {"greybox": "grey box", "whitebox": "white box", "clean": "clean",
                                 "transfer": "transfer"}
 

@@ -702,20 +702,24 @@ def iterated_attack(model: Any, x: np.ndarray, y: np.ndarray, *, eps: float, ste
 
 
 def pgd_last_iterate(model: Any, x: np.ndarray, y: np.ndarray, *, eps: float, steps: int, step_size: float,
-                     rng: np.random.Generator) -> np.ndarray:
-    """PGD's last iterate from a uniform random start (Madry et al.'s inner maximisation, for training).
+                     rng: Optional[np.random.Generator], transform: Optional[Callable] = None) -> np.ndarray:
+    """PGD's last iterate, from a uniform random start (``rng``) or the clean image (``rng=None``).
 
-    Unlike :func:`iterated_attack` it keeps climbing after an image is misclassified
-    (adversarial training wants the strongest example, not the first one that works).
+    Unlike :func:`iterated_attack` it keeps climbing after an image is misclassified and
+    returns where it ended: Madry et al.'s inner maximisation for training (the strongest
+    example, not the first that works), and ART's ``ProjectedGradientDescent`` semantics
+    for the benchmark that compares the two. ``transform``: a BPDA op, as in
+    :func:`iterated_attack`.
 
     Shape:
         - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; y ``(N,)``; output like x.
     """
     tf = _tf()
-    runner = _pgd_step(model, tuple(int(s) for s in x.shape[1:]), None, None, "ce")
+    runner = _pgd_step(model, tuple(int(s) for s in x.shape[1:]), None, transform, "ce")
     xb = np.asarray(x, np.float32)
     yb = np.asarray(y, np.int64)
-    d = tf.constant(rng.uniform(-eps, eps, xb.shape).astype(np.float32))
+    d0 = np.zeros(xb.shape, np.float32) if rng is None else rng.uniform(-eps, eps, xb.shape).astype(np.float32)
+    d = tf.constant(d0)
     alpha, budget = tf.constant(float(step_size)), tf.constant(float(eps))
     for _ in range(steps):
         d, _ = runner.step(xb, d, yb, yb, alpha, budget)

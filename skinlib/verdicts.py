@@ -126,6 +126,33 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
     return pd.DataFrame(out)
 
 
+def pgd_at_summary(model: str, history: dict, max_epochs: int) -> str:
+    """One sentence on how PGD adversarial training of ``model`` ended: the plateau or the budget.
+
+    ``history`` is :func:`skinlib.defences.pgd_adversarial_training`'s (epoch 0 is the
+    exp0 model before fine-tuning).
+
+    Examples:
+        >>> h = {"epoch": [0, 1, 2], "val_pgd_accuracy": [0.2, 0.5, 0.55], "val_accuracy": [0.7, 0.68, 0.7],
+        ...      "stopped": ["budget"], "best_val_pgd_accuracy": [0.55]}
+        >>> print(pgd_at_summary("m", h, 2))
+        m: PGD adversarial training ran 2 of at most 2 epochs and was stopped by its epoch budget while validation accuracy under PGD was still rising (20.0% before, then 50.0%, 55.0%); the weights kept are epoch 2's (55.0%).
+    """
+    rob = [float(v) for v in history["val_pgd_accuracy"]]
+    ran = len(rob) - 1
+    best = int(np.argmax(rob))
+    stopped = str(history.get("stopped", ["budget"])[0])
+    trend = ", ".join(f"{v:.1%}" for v in rob[1:])
+    if stopped == "plateau":
+        how = "stopped because validation accuracy under PGD had stopped rising"
+    elif best == ran:
+        how = "was stopped by its epoch budget while validation accuracy under PGD was still rising"
+    else:
+        how = "was stopped by its epoch budget after validation accuracy under PGD had peaked"
+    return (f"{model}: PGD adversarial training ran {ran} of at most {max_epochs} epochs and {how} "
+            f"({rob[0]:.1%} before, then {trend}); the weights kept are epoch {best}'s ({rob[best]:.1%}).")
+
+
 def _pts(v: float) -> str:
     return f"{100 * v:+.1f}"
 
@@ -284,7 +311,8 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
             if len(c) >= 2:
                 c = c.sort_values("x")
                 points = ", ".join(f"{a:.0%} at {x:g}/255" for x, a in zip(c["x"].iloc[-2:], c["accuracy"].iloc[-2:]))
-                parts.append(f"Along its eps curve (plain BPDA) the LLT keeps {points}"
+                how = "codec-gradient PGD" if "attack" in c and str(c["attack"].iloc[0]) == "pgd_codec" else "plain BPDA"
+                parts.append(f"Along its eps curve ({how}) the LLT keeps {points}"
                              + (": whatever it does to perturbations of the thesis's size, it does not stop larger "
                                 "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
         out.append(" ".join(parts))

@@ -113,6 +113,25 @@ def test_our_pgd_matches_art_pgd(problem):
     assert abs(ours - art) <= 0.04, (ours, art)
 
 
+def test_last_iterate_pgd_through_the_llt_ends_where_art_pgd_ends(problem):
+    """From the clean image, same steps: our last iterate equals ART's PGD (BPDA through the LLT too),
+    and keeping each image's first success (exp4's bookkeeping) is never weaker."""
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    model, xt, yt = problem
+    eps, steps = 4 / 255, 8
+    for llt in (None, defences.LowLevelTransformation(quality=75, flip="horizontal")):
+        clf = tf_backend.art_classifier(model, preprocessing_defences=[llt] if llt else None)
+        art = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=eps / 4, max_iter=steps, num_random_init=0,
+                                       batch_size=64, verbose=False).generate(xt, tf_backend.one_hot(yt))
+        last = tf_backend.pgd_last_iterate(model, xt, yt, eps=eps, steps=steps, step_size=eps / 4, rng=None,
+                                           transform=llt.tf_transform() if llt else None)
+        assert np.mean(np.isclose(last, art, atol=1e-6)) > 0.99
+        assert abs(_accuracy(clf, last, yt) - _accuracy(clf, art, yt)) <= 1 / len(yt)
+        first = attacks.pgd(clf, xt, yt, [eps], steps=steps, step_size=eps / 4, random_start=False)[eps]
+        assert _accuracy(clf, first, yt) <= _accuracy(clf, last, yt)
+
+
 def test_masking_check_tells_a_zero_gradient_step_from_a_robust_model(problem):
     """Behind 8-bit rounding (gradient zero almost everywhere) plain-gradient PGD fails; BPDA and Square succeed."""
     import tensorflow as tf

@@ -78,6 +78,10 @@ def test_every_experiment_writes_every_metric(smoke_run):
     assert {"accuracy_vs_undefended", "accuracy_vs_clean", "accuracy_vs_gradient"} <= set(adaptive["metric"])
     curves = pd.read_csv(smoke_run / "exp4_adaptive_curves.csv")
     assert set(curves["curve"]) == {"steps", "restarts", "eps"}
+    # through the LLT the curves follow the attack that models WebP; elsewhere plain PGD
+    by_defence = curves.groupby("defence")["attack"].agg(set).to_dict()
+    assert by_defence == {"none": {"pgd"}, "retraining": {"pgd"}, "pgd_at": {"pgd"}, "llt": {"pgd_codec"},
+                          "retraining+llt": {"pgd_codec"}}
 
 
 @pytest.mark.slow

@@ -285,3 +285,26 @@ def test_webp_answer_calls_plain_bpda_masked_only_when_the_intervals_part():
                            for x, a in ((0, 0.75), (8, 0.18), (16, 0.0))])
     with_curve = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.3, 0.25, 0.35)), None, curves)[0]
     assert "18% at 8/255, 0% at 16/255" in with_curve and "does not stop larger ones" in with_curve
+
+
+def test_webp_answer_names_the_attack_of_the_eps_curve():
+    curves = pd.DataFrame([{"model": "m", "defence": "llt", "curve": "eps", "x": x, "accuracy": a, "attack": "pgd_codec"}
+                           for x, a in ((0, 0.75), (8, 0.18), (16, 0.0))])
+    line = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.3, 0.25, 0.35)), None, curves)[0]
+    assert "Along its eps curve (codec-gradient PGD)" in line
+    line = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.3, 0.25, 0.35)), None,
+                                curves.assign(attack="pgd"))[0]
+    assert "Along its eps curve (plain BPDA)" in line
+
+
+@pytest.mark.parametrize("rob, stopped, expected", [
+    ([0.2, 0.4, 0.5], "budget", "still rising"),
+    ([0.2, 0.5, 0.45], "budget", "had peaked"),
+    ([0.2, 0.5, 0.45, 0.44], "plateau", "stopped rising"),
+])
+def test_pgd_at_summary_says_what_ended_training(rob, stopped, expected):
+    history = {"epoch": list(range(len(rob))), "val_pgd_accuracy": rob, "stopped": [stopped]}
+    line = verdicts.pgd_at_summary("m", history, 3)
+    assert expected in line
+    best = int(np.argmax(rob))
+    assert f"epoch {best}'s ({rob[best]:.1%})" in line and f"ran {len(rob) - 1} of at most 3 epochs" in line
