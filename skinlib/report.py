@@ -636,6 +636,12 @@ def seed_spread(table: pd.DataFrame, primary: Optional[pd.DataFrame] = None, dec
 #: clean, and the missed-malignancy rate (clinical FNR).
 SEED_HEADLINE_METRICS: tuple[tuple[str, str], ...] = (("accuracy", ""), ("accuracy_vs_clean", ""),
                                                       ("fnr", "clinical"))
+#: Experiment 4's headline cells over seeds, (attack, setting, metric): each defence's clean
+#: accuracy, its accuracy under the worst case of the white-box attacks, and that worst case's
+#: paired gain over the undefended model (the claim of every verdict).
+ADAPTIVE_SEED_CELLS: tuple[tuple[str, str, str], ...] = (("none", "clean", "accuracy"),
+                                                         ("worst_case", "whitebox", "accuracy"),
+                                                         ("worst_case", "whitebox", "accuracy_vs_undefended"))
 
 
 def experiment_number(experiment: str) -> str:
@@ -646,7 +652,8 @@ def experiment_number(experiment: str) -> str:
 
 def seed_headline(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> pd.DataFrame:
     """The headline cells of ``seeds.csv`` run with more than one seed: accuracy, its change
-    from clean and the clinical FNR; FGSM/PGD rows of experiment 2.1 at ``fgsm_eps`` only.
+    from clean and the clinical FNR; FGSM/PGD rows of experiment 2.1 at ``fgsm_eps`` only;
+    of experiment 4 the cells of :data:`ADAPTIVE_SEED_CELLS`.
 
     Shape: a subset of the rows of ``table``, its columns unchanged.
     """
@@ -654,6 +661,13 @@ def seed_headline(table: pd.DataFrame, fgsm_eps: Optional[float] = None) -> pd.D
     keep = pd.Series(False, index=t.index)
     for metric, grouping in SEED_HEADLINE_METRICS:
         keep |= (t["metric"] == metric) & (t["grouping"].map(_text) == grouping)
+    adaptive = t["experiment"] == "exp4_adaptive"
+    if adaptive.any():
+        cells = pd.Series(False, index=t.index)
+        for attack, setting, metric in ADAPTIVE_SEED_CELLS:
+            cells |= ((t["attack"] == attack) & (t["setting"] == setting) & (t["metric"] == metric)
+                      & (t["grouping"].map(_text) == ""))
+        keep = (keep & ~adaptive) | (cells & adaptive)
     keep &= pd.to_numeric(t["n_seeds"]) > 1
     if fgsm_eps is not None and "param" in t.columns:
         sweep = t["experiment"] == "exp2_1_fgsm"
@@ -686,17 +700,23 @@ def seed_spread_tables(table: pd.DataFrame, primary: pd.DataFrame, fgsm_eps: Opt
     shown = tidy(primary)[keys + ["value", "ci_low", "ci_high"]]
     many = many.merge(shown, on=keys, how="left", suffixes=("", "_shown"))
     pct = lambda v: f"{100 * float(v):.1f}"  # noqa: E731
-    labels = {"accuracy": "accuracy", "accuracy_vs_clean": "change from clean", "fnr": "FNR (clinical)"}
+    labels = {"accuracy": "accuracy", "accuracy_vs_clean": "change from clean", "fnr": "FNR (clinical)",
+              "accuracy_vs_undefended": "gain over undefended"}
     out = {}
-    order = {m: i for i, (m, _) in enumerate(SEED_HEADLINE_METRICS)}
-    many = many.assign(_model=many["model"].map({m: i for i, m in enumerate(dict.fromkeys(many["model"]))}),
-                       _attack=many["attack"].map({a: i for i, a in enumerate(dict.fromkeys(many["attack"]))}),
+    order = {m: i for i, m in enumerate([m for m, _ in SEED_HEADLINE_METRICS] + ["accuracy_vs_undefended"])}
+    if "defence" not in many.columns:
+        many = many.assign(defence="none")
+    rank = lambda col: many[col].map({v: i for i, v in enumerate(dict.fromkeys(many[col]))})  # noqa: E731
+    many = many.assign(_model=rank("model"), _defence=rank("defence"), _attack=rank("attack"),
                        _metric=many["metric"].map(order))
-    many = many.sort_values(["_model", "_attack", "_metric"], kind="stable")
+    many = many.sort_values(["_model", "_defence", "_attack", "_metric"], kind="stable")
     for exp, rows in many.groupby("experiment", sort=False):
         attacks = rows["attack"].map(_text)
-        index = pd.Index([f"{m} · {'clean' if a in ('', 'none') else a}" for m, a in zip(rows["model"], attacks)],
-                         name="model · attack")
+        defences = rows["defence"].map(_text)
+        by_defence = set(defences) - {"", "none"} != set()
+        index = pd.Index([f"{m} · {d + ' · ' if by_defence else ''}{'clean' if a in ('', 'none') else a}"
+                          for m, d, a in zip(rows["model"], defences, attacks)],
+                         name="model · defence · attack" if by_defence else "model · attack")
         out[experiment_number(str(exp))] = pd.DataFrame(index=index, data={
             "metric": [labels.get(m, metric_label(m)) for m in rows["metric"]],
             f"seed {primary_seed} [95% CI]": [format_cell(float(v), float(lo), float(hi), ci_decimals=0)
@@ -783,7 +803,10 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
 
         def cell(r: pd.Series) -> str:
             attack = _text(r.get("attack", ""))
-            return f"{r['model']} ({'clean' if attack in ('', 'none') else attack})"
+            defence = _text(r.get("defence", ""))
+            what = ", ".join(w for w in (defence if defence not in ("", "none") else "",
+                                         "clean" if attack in ("", "none") else attack) if w)
+            return f"{r['model']} ({what})"
 
         fnr = head[head["metric"] == "fnr"]
         if not fnr.empty:
@@ -800,6 +823,14 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
                              for _, r in flips.iterrows())
             text += (f" The seeds disagree on the sign of the change from clean for: {said}; "
                      "a direction seen on one seed only is not a finding.")
+        gains = head[head["metric"] == "accuracy_vs_undefended"]
+        if not gains.empty:
+            said = "; ".join(f"{cell(r)} {100 * float(r['min']):+.1f} to {100 * float(r['max']):+.1f}"
+                             for _, r in gains.iterrows())
+            text += (f" The worst-case gain over the undefended model ranges over seeds (points): {said}"
+                     + ("; every one keeps its sign on every seed." if not (
+                         (pd.to_numeric(gains["min"]) < 0) & (pd.to_numeric(gains["max"]) > 0)).any()
+                        else "; where a range crosses 0 the seeds disagree on whether the defence helps."))
         lines.append(text)
     return "\n".join(lines)
 

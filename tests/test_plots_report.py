@@ -483,3 +483,27 @@ def test_departures_read_our_side_from_the_profile():
     assert len(effects) == len(report.DEPARTURES)
     for d in report.DEPARTURES:  # each departure's effect and reason are in the text, under its name
         assert any(line.startswith(f"- **{d.topic}.** {d.moves}") and d.why in line for line in effects)
+
+
+def test_seed_tables_show_experiment_4_by_defence_with_the_gain_over_undefended():
+    from skinlib.report import seed_headline, seed_spread_markdown, seed_spread_tables
+
+    rows = []
+    for defence, clean, worst, gain in (("none", 0.72, 0.22, np.nan), ("llt", 0.75, 0.50, 0.28),
+                                        ("pgd_at", 0.76, 0.62, 0.40)):
+        cells = [("none", "clean", "accuracy", clean), ("worst_case", "whitebox", "accuracy", worst),
+                 ("apgd_ce", "whitebox", "accuracy", worst + 0.05)]
+        if defence != "none":
+            cells.append(("worst_case", "whitebox", "accuracy_vs_undefended", gain))
+        rows += [{"experiment": "exp4_adaptive", "model": "m", "attack": a, "defence": defence, "setting": s,
+                  "param": "", "grouping": "", "metric": metric, "value": v, "ci_low": v - 0.04, "ci_high": v + 0.04,
+                  "n_seeds": 3, "sd": 0.01, "min": v - 0.02, "max": v + 0.02} for a, s, metric, v in cells]
+    table = pd.DataFrame(rows)
+    head = seed_headline(table)
+    assert "apgd_ce" not in set(head["attack"]) and len(head) == 3 + 3 + 2
+    frame = seed_spread_tables(table, table.drop(columns=["n_seeds", "sd", "min", "max"]))["exp4"]
+    assert frame.index.name == "model · defence · attack"
+    assert "m · llt · worst_case" in frame.index and "m · none · clean" in frame.index
+    assert "gain over undefended" in set(frame["metric"])
+    words = seed_spread_markdown(table)
+    assert "m (llt, worst_case) +26.0 to +30.0" in words and "keeps its sign on every seed" in words
