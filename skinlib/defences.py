@@ -55,6 +55,31 @@ def _flip(x: np.ndarray, flip: str) -> np.ndarray:
     return x
 
 
+#: The parts of the LLT :func:`apply_llt_part` applies alone (for the ablation of experiment 3.2).
+LLT_PARTS = ("flip", "webp", "both")
+
+
+def apply_llt_part(x: np.ndarray, part: str, quality: int = 75, flip: str = "horizontal") -> np.ndarray:
+    """One part of the LLT alone: ``"flip"`` (the 8-bit image flipped, no codec), ``"webp"``
+    (the WebP round trip, no flip) or ``"both"`` (:func:`apply_llt`).
+
+    Shape:
+        - x: ``(N, S, S, 3)`` float32 in ``[0, 1]``; output: same shape, float32.
+
+    Examples:
+        >>> x = np.random.default_rng(0).random((2, 16, 16, 3), dtype=np.float32)
+        >>> bool(np.array_equal(apply_llt_part(x, "flip"), np.rint(x * 255)[:, :, ::-1] / 255))
+        True
+    """
+    if part not in LLT_PARTS:
+        raise SkinlibError(f"part: {part!r} is not one of {', '.join(LLT_PARTS)}")
+    x = np.asarray(x, np.float32)
+    if part == "flip":
+        _check_llt(quality, flip, 1)
+        return np.ascontiguousarray(_flip(_to_uint8(x), flip)).astype(np.float32) / 255.0
+    return apply_llt(x, quality=quality, flip="none" if part == "webp" else flip)
+
+
 def _webp_chunk(chunk: np.ndarray, quality: int) -> np.ndarray:
     return np.stack([webp_roundtrip(im, quality) for im in chunk]) if len(chunk) else chunk
 

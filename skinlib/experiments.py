@@ -411,7 +411,8 @@ def exp3_1_retraining(run: Run) -> dict[str, ModelOutcome]:
 
 def exp3_2_llt(run: Run) -> dict[str, ModelOutcome]:
     """Low-level transformation in front of the undefended model, grey and white box,
-    plus clean accuracy across the WebP quality sweep."""
+    plus clean accuracy across the WebP quality sweep and the ablation of :func:`llt_parts`
+    (each outcome's ``extras["llt_parts"]``)."""
     out = evaluate_defence(run, "exp3_2_llt", "llt")
     x, y = run.x01("test"), run.y("test")
     for name in run.profile.models:
@@ -421,7 +422,53 @@ def exp3_2_llt(run: Run) -> dict[str, ModelOutcome]:
             pred = models.predict_labels(model, transformed)
             run.evaluate(y, pred, experiment="exp3_2_llt", model=name, defence="llt",
                          param=f"quality {quality}")
+    parts = llt_parts(run)
+    for outcome in out.values():
+        outcome.extras["llt_parts"] = parts
     return out
+
+
+def llt_parts(run: Run) -> "pd.DataFrame":
+    """Which part of the LLT undoes a grey-box perturbation: the flip alone, WebP alone, both.
+
+    For every model, on the whole test split: the grey-box inputs of experiment 3.2 (FGSM,
+    ART's and the fast UAP, crafted on the undefended model) and a grey-box PGD at the same
+    budget (``adaptive.steps`` steps, crafted on the undefended model), each fed to the
+    undefended model as they are (``none``) and through each part of
+    :func:`skinlib.defences.apply_llt_part`. Columns: ``model, attack, transform,
+    test_images, accuracy, ci_low, ci_high`` (lesion bootstrap), ``gain, gain_low,
+    gain_high`` (paired difference from ``none``, same resamples). Written to
+    ``<results_dir>/exp3_2_llt_parts.csv``.
+    """
+    import pandas as pd
+
+    from skinlib.metrics import evaluate, paired_difference
+
+    x, y = run.x01("test"), run.y("test")
+    groups = run.test_groups()
+    eps, cfg = run.profile.fgsm.eps, run.profile.adaptive
+    quality, flip = run.profile.llt.quality, run.profile.llt.flip
+    rows = []
+    for name in run.profile.models:
+        model, _ = run.classifier(name)
+        inputs = {attack: _greybox_inputs(run, name, attack, x, y) for attack in ("fgsm", "uap_art", "uap_fast")}
+        inputs["pgd"] = attacks.pgd(model, x, y, [eps], steps=cfg.steps, restarts=cfg.restarts,
+                                    step_size=cfg.step_size * eps, seed=run.profile.seed)[eps]
+        for attack, x_adv in inputs.items():
+            plain = models.predict_labels(model, x_adv)
+            for transform in ("none", *defences.LLT_PARTS):
+                pred = plain if transform == "none" else models.predict_labels(
+                    model, defences.apply_llt_part(x_adv, transform, quality=quality, flip=flip))
+                acc = next(m for m in evaluate(y, pred, n_boot=run.profile.bootstrap, seed=run.profile.seed,
+                                               groups=groups) if m["grouping"] == "" and m["metric"] == "accuracy")
+                gain = paired_difference(y, pred, plain, groups=groups, n_boot=run.profile.bootstrap,
+                                         seed=run.profile.seed, metrics=["accuracy"])["accuracy"]
+                rows.append({"model": name, "attack": attack, "transform": transform, "test_images": int(y.size),
+                             "accuracy": acc["value"], "ci_low": acc["ci_low"], "ci_high": acc["ci_high"],
+                             "gain": gain[0], "gain_low": gain[1], "gain_high": gain[2]})
+    table = pd.DataFrame(rows)
+    atomic_write_bytes(run.results_dir / "exp3_2_llt_parts.csv", table.to_csv(index=False).encode())
+    return table
 
 
 def exp3_3_combined(run: Run) -> dict[str, ModelOutcome]:

@@ -259,6 +259,56 @@ def codec_table(path) -> pd.DataFrame:
     return pd.DataFrame(table).rename(columns={"sign": "random sign noise", "lowfreq": "low-frequency noise"}).round(3)
 
 
+#: Readable names of the LLT's parts (:func:`skinlib.defences.apply_llt_part`) in tables and sentences.
+LLT_PART_TEXT = {"none": "as crafted", "flip": "flip alone", "webp": "WebP alone", "both": "WebP + flip (LLT)"}
+
+
+def llt_parts_table(parts: pd.DataFrame) -> pd.DataFrame:
+    """Experiment 3.2's ablation (``exp3_2_llt_parts.csv``) for display: rows (model, grey-box
+    attack), columns the parts of the LLT, cells accuracy in percent with its 95% interval."""
+    from skinlib.pages import format_cell
+
+    t = parts.assign(cell=[format_cell(v, lo, hi, ci_decimals=0)
+                           for v, lo, hi in parts[["accuracy", "ci_low", "ci_high"]].to_numpy()],
+                     row=parts["model"] + " · " + parts["attack"])
+    table = t.pivot(index="row", columns="transform", values="cell")
+    table = table.reindex(index=list(dict.fromkeys(t["row"])), columns=list(LLT_PART_TEXT))
+    return table.rename(columns=LLT_PART_TEXT).rename_axis(index="model · grey-box attack", columns=None)
+
+
+def llt_parts_answer(parts: pd.DataFrame, attack: str = "pgd") -> list[str]:
+    """One generated sentence per model: which part of the LLT undoes the grey-box ``attack``.
+
+    From :func:`skinlib.experiments.llt_parts`: the accuracy as crafted and through each
+    part, the share of the whole LLT's paired gain that the flip alone wins back, and what
+    that means for reading the thesis's grey-box LLT rows.
+    """
+    out = []
+    for model, d in parts[parts["attack"] == attack].groupby("model", sort=False):
+        by = d.set_index("transform")
+        if not {"none", "flip", "webp", "both"} <= set(by.index):
+            continue
+        cell = lambda k: f"{by.loc[k, 'accuracy']:.1%}"  # noqa: E731
+        flip_gain, both_gain = float(by.loc["flip", "gain"]), float(by.loc["both", "gain"])
+        text = (f"**{model}:** a grey-box {attack.upper()} perturbation (crafted on the undefended model) leaves it "
+                f"{cell('none')} accurate; the flip alone gives {cell('flip')}, WebP alone {cell('webp')}, "
+                f"both {cell('both')}.")
+        if both_gain > 0 and float(by.loc["both", "gain_low"]) > 0:
+            share = flip_gain / both_gain
+            text += f" The flip alone wins back {share:.0%} of what the whole LLT wins back"
+            if float(by.loc["flip", "gain_low"]) > 0 and share >= 0.5:
+                text += (": a perturbation crafted for the unflipped image mostly stops working once the image "
+                         "is mirrored, codec or not, so the grey-box rows cannot tell whether WebP removes "
+                         "perturbations. Only an attacker who knows the flip (the white box, where it is "
+                         "differentiated exactly) isolates what WebP does.")
+            else:
+                text += ", so the grey-box gain is mostly WebP's."
+        else:
+            text += " The LLT as a whole wins back nothing measurable here."
+        out.append(text)
+    return out
+
+
 #: The largest share of a perturbation's energy the codec may pass on and still be said to remove it.
 REMOVES_ENERGY = 0.5
 

@@ -69,6 +69,11 @@ def test_every_experiment_writes_every_metric(smoke_run):
         assert set(df["defence"]) == {defence}
         assert {"clean", "greybox", "whitebox"} == set(df["setting"])
     assert (smoke_run / "notebooks" / "exp3_3_combined.ipynb").is_file()
+    parts = pd.read_csv(smoke_run / "exp3_2_llt_parts.csv")
+    assert set(parts["transform"]) == {"none", "flip", "webp", "both"}
+    assert set(parts["attack"]) == {"fgsm", "uap_art", "uap_fast", "pgd"}
+    assert len(parts) == 4 * 4 * len(SMOKE.models) and parts["accuracy"].between(0, 1).all()
+    assert (parts.loc[parts["transform"] == "none", "gain"] == 0).all()
     assert prov["dataset"]["images"] == SMOKE.data.n_images
     adaptive = frames["exp4_adaptive"]
     assert set(adaptive["defence"]) == {"none", "retraining", "llt", "retraining+llt", "pgd_at"}

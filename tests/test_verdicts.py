@@ -308,3 +308,25 @@ def test_pgd_at_summary_says_what_ended_training(rob, stopped, expected):
     assert expected in line
     best = int(np.argmax(rob))
     assert f"epoch {best}'s ({rob[best]:.1%})" in line and f"ran {len(rob) - 1} of at most 3 epochs" in line
+
+
+def _parts(flip_gain, flip_low, both_gain=0.5, both_low=0.4):
+    rows = []
+    for transform, acc, gain, low in (("none", 0.2, 0.0, 0.0), ("flip", 0.2 + flip_gain, flip_gain, flip_low),
+                                      ("webp", 0.65, 0.45, 0.4), ("both", 0.2 + both_gain, both_gain, both_low)):
+        rows.append({"model": "m", "attack": "pgd", "transform": transform, "test_images": 100, "accuracy": acc,
+                     "ci_low": acc - 0.05, "ci_high": acc + 0.05, "gain": gain, "gain_low": low,
+                     "gain_high": gain + 0.05})
+    return pd.DataFrame(rows)
+
+
+def test_llt_parts_answer_says_when_the_flip_alone_undoes_the_grey_box():
+    flip_does_it = verdicts.llt_parts_answer(_parts(0.45, 0.4))[0]
+    assert "flip alone wins back 90%" in flip_does_it and "cannot tell whether WebP removes" in flip_does_it
+    webp_does_it = verdicts.llt_parts_answer(_parts(0.05, -0.01))[0]
+    assert "flip alone wins back 10%" in webp_does_it and "mostly WebP's" in webp_does_it
+    nothing = verdicts.llt_parts_answer(_parts(0.0, -0.05, both_gain=0.01, both_low=-0.03))[0]
+    assert "wins back nothing measurable" in nothing
+    table = verdicts.llt_parts_table(_parts(0.45, 0.4))
+    assert list(table.columns) == ["as crafted", "flip alone", "WebP alone", "WebP + flip (LLT)"]
+    assert table.loc["m · pgd", "flip alone"] == "65.0 [60, 70]"
