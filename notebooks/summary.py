@@ -126,12 +126,16 @@ else:
 # ## Does WebP remove small perturbations, or hide the gradient?
 #
 # The question the LLT leaves open, answered from experiment 4's measurements of the
-# codec, its attacks and its eps curve (the rule is in the methods chapter).
+# codec, its attacks and its eps curve (the rule is in the methods chapter), and from
+# experiment 3.2's ablation of the LLT's two steps in the grey box.
 
 # %% tags=["hide-input"]
 codec_json = source_dir / "exp4_codec.json"
 webp = verdicts.webp_answer(results, json.loads(codec_json.read_text()) if codec_json.is_file() else None,
                             adaptive_curves) if not results.empty else []
+parts_csv = source_dir / "exp3_2_llt_parts.csv"
+if webp and parts_csv.is_file():
+    webp += verdicts.llt_parts_answer(pd.read_csv(parts_csv))
 display(Markdown("\n".join(f"- {line}" for line in webp) if webp else
                  "Experiment 4 has not run for this profile, so the question stays open here."))
 
