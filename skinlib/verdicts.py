@@ -357,6 +357,9 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
         else:
             parts.append(f"No attack does better than plain BPDA ({bpda[0]:.1%}, {_range(bpda)}).")
         if curves is not None and not curves.empty:
+            converged = convergence_sentence(curves, model, defence)
+            if converged:
+                parts.append(converged)
             c = curves[(curves["model"] == model) & (curves["defence"] == defence) & (curves["curve"] == "eps")]
             if len(c) >= 2:
                 c = c.sort_values("x")
@@ -367,6 +370,38 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
                                 "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
         out.append(" ".join(parts))
     return out
+
+
+def convergence_sentence(curves: pd.DataFrame, model: str, defence: str, tolerance: float = 0.01) -> str:
+    """Whether the attack of experiment 4's convergence curves had converged at the reported setting.
+
+    Compares, on the curves' images, the accuracy at the reported steps and restarts (the
+    ``headline`` point of the steps curve) with the accuracy after all restarts of the
+    longer run; a drop of more than ``tolerance`` means the reported accuracy is an upper
+    bound. Empty text where the curves are missing.
+
+    Examples:
+        >>> c = pd.DataFrame({"model": "m", "defence": "llt", "attack": "pgd_codec", "n_images": 200,
+        ...                   "curve": ["steps", "steps", "restarts", "restarts"], "x": [10, 20, 1, 2],
+        ...                   "accuracy": [0.56, 0.55, 0.535, 0.53], "headline": [False, True, True, False]})
+        >>> convergence_sentence(c, "m", "llt")
+        'With twice the steps and restarts, codec-gradient PGD takes it from 55.0% to 53.0% on the 200 images of the convergence curves: not yet on its plateau at the reported setting, so its reported accuracy is an upper bound.'
+    """
+    c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
+    if "headline" not in c or "n_images" not in c:
+        return ""
+    steps, restarts = c[c["curve"] == "steps"], c[c["curve"] == "restarts"]
+    head = steps[steps["headline"].astype(bool)]
+    if head.empty or restarts.empty:
+        return ""
+    at, end = float(head["accuracy"].iloc[0]), float(restarts.sort_values("x")["accuracy"].iloc[-1])
+    attack = "codec-gradient PGD" if "attack" in c and str(c["attack"].iloc[0]) == "pgd_codec" else "PGD"
+    text = (f"With twice the steps and restarts, {attack} takes it from {at:.1%} to {end:.1%} on the "
+            f"{int(steps['n_images'].iloc[0])} images of the convergence curves")
+    if at - end > tolerance:
+        return text + (": not yet on its plateau at the reported setting, so its reported accuracy is an upper "
+                       "bound.")
+    return text + ": on its plateau at the reported setting."
 
 
 # ---------------------------------------------------------------- research questions

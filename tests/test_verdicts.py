@@ -330,3 +330,13 @@ def test_llt_parts_answer_says_when_the_flip_alone_undoes_the_grey_box():
     table = verdicts.llt_parts_table(_parts(0.45, 0.4))
     assert list(table.columns) == ["as crafted", "flip alone", "WebP alone", "WebP + flip (LLT)"]
     assert table.loc["m · pgd", "flip alone"] == "65.0 [60, 70]"
+
+
+def test_convergence_sentence_calls_a_still_falling_attack_an_upper_bound():
+    def curves(at, end):
+        return pd.DataFrame({"model": "m", "defence": "llt", "attack": "pgd", "n_images": 100,
+                             "curve": ["steps", "steps", "restarts", "restarts"], "x": [10, 20, 1, 2],
+                             "accuracy": [0.6, at, at, end], "headline": [False, True, True, False]})
+    assert "upper bound" in verdicts.convergence_sentence(curves(0.55, 0.50), "m", "llt")
+    assert "on its plateau" in verdicts.convergence_sentence(curves(0.55, 0.545), "m", "llt")
+    assert verdicts.convergence_sentence(curves(0.55, 0.5), "m", "none") == ""
