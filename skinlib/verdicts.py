@@ -67,7 +67,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
     hi), curve_end, masking, caveat, verdict``. ``won_back`` is the share of the accuracy the
     undefended model loses to the adaptive attacks that the defence wins back. ``caveat``
     is set when Square, on the undefended model, is measurably weaker than the gradient
-    attacks: then it cannot reveal masking and the adaptive accuracy is an upper bound.
+    attacks (then it cannot reveal masking), or when the attack of the convergence curves
+    was still falling at the reported setting: either way the adaptive accuracy is an upper bound.
     """
     res = results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
     out = []
@@ -101,6 +102,12 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                           f"undefended model {_pts(square_power[0])} points above the gradient attacks "
                           f"({_pts(square_power[1])} to {_pts(square_power[2])}), too weak to reveal masking, so "
                           f"the adaptive accuracy is an upper bound")
+            gap = convergence_gap(curves, model, defence) if curves is not None else None
+            if gap is not None and gap[0] - gap[1] > CONVERGENCE_TOLERANCE:
+                caveat += ("; " if caveat else "") + (
+                    f"the attack had not reached its plateau at the reported setting (twice the steps and restarts "
+                    f"take {gap[0]:.1%} to {gap[1]:.1%} on the convergence curves' images), so the adaptive "
+                    f"accuracy is an upper bound")
             if np.isfinite(curve_end) and curve_end > CURVE_FLOOR:
                 flags.append(f"accuracy stays at {curve_end:.0%} at the largest eps")
             won_back = gain[0] / lost if lost > 0 else np.nan
@@ -372,7 +379,26 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
     return out
 
 
-def convergence_sentence(curves: pd.DataFrame, model: str, defence: str, tolerance: float = 0.01) -> str:
+#: The fall in accuracy, from the reported setting to twice its steps and restarts, above which the
+#: attack is said not to have reached its plateau.
+CONVERGENCE_TOLERANCE = 0.01
+
+
+def convergence_gap(curves: pd.DataFrame, model: str, defence: str) -> Optional[tuple[float, float]]:
+    """(accuracy at the reported steps and restarts, after the longer run) from experiment 4's
+    convergence curves, or ``None`` where they are missing."""
+    c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
+    if c.empty or "headline" not in c or "n_images" not in c:
+        return None
+    steps, restarts = c[c["curve"] == "steps"], c[c["curve"] == "restarts"]
+    head = steps[steps["headline"].astype(bool)]
+    if head.empty or restarts.empty:
+        return None
+    return float(head["accuracy"].iloc[0]), float(restarts.sort_values("x")["accuracy"].iloc[-1])
+
+
+def convergence_sentence(curves: pd.DataFrame, model: str, defence: str,
+                         tolerance: float = CONVERGENCE_TOLERANCE) -> str:
     """Whether the attack of experiment 4's convergence curves had converged at the reported setting.
 
     Compares, on the curves' images, the accuracy at the reported steps and restarts (the
@@ -387,14 +413,12 @@ def convergence_sentence(curves: pd.DataFrame, model: str, defence: str, toleran
         >>> convergence_sentence(c, "m", "llt")
         'With twice the steps and restarts, codec-gradient PGD takes it from 55.0% to 53.0% on the 200 images of the convergence curves: not yet on its plateau at the reported setting, so its reported accuracy is an upper bound.'
     """
+    gap = convergence_gap(curves, model, defence)
+    if gap is None:
+        return ""
+    at, end = gap
     c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
-    if "headline" not in c or "n_images" not in c:
-        return ""
-    steps, restarts = c[c["curve"] == "steps"], c[c["curve"] == "restarts"]
-    head = steps[steps["headline"].astype(bool)]
-    if head.empty or restarts.empty:
-        return ""
-    at, end = float(head["accuracy"].iloc[0]), float(restarts.sort_values("x")["accuracy"].iloc[-1])
+    steps = c[c["curve"] == "steps"]
     attack = "codec-gradient PGD" if "attack" in c and str(c["attack"].iloc[0]) == "pgd_codec" else "PGD"
     text = (f"With twice the steps and restarts, {attack} takes it from {at:.1%} to {end:.1%} on the "
             f"{int(steps['n_images'].iloc[0])} images of the convergence curves")

@@ -340,3 +340,15 @@ def test_convergence_sentence_calls_a_still_falling_attack_an_upper_bound():
     assert "upper bound" in verdicts.convergence_sentence(curves(0.55, 0.50), "m", "llt")
     assert "on its plateau" in verdicts.convergence_sentence(curves(0.55, 0.545), "m", "llt")
     assert verdicts.convergence_sentence(curves(0.55, 0.5), "m", "none") == ""
+
+
+def test_a_verdict_whose_attack_had_not_converged_carries_the_caveat():
+    results = _table((0.3, 0.2, 0.4), (0.3, 0.2, 0.4), square=(0.0, -0.05, 0.05))
+    defence = results.loc[results["defence"] != "none", "defence"].iloc[0]
+    curves = pd.DataFrame({"model": "m", "defence": defence, "attack": "pgd", "n_images": 100,
+                           "curve": ["steps", "steps", "restarts", "restarts"], "x": [10, 20, 1, 2],
+                           "accuracy": [0.6, 0.55, 0.55, 0.50], "headline": [False, True, True, False]})
+    caveat = verdicts.defence_verdicts(results, curves)["caveat"].iloc[0]
+    assert "had not reached its plateau" in caveat and "55.0% to 50.0%" in caveat
+    flat = verdicts.defence_verdicts(results, curves.assign(accuracy=[0.6, 0.55, 0.55, 0.548]))["caveat"].iloc[0]
+    assert "plateau" not in flat
