@@ -772,8 +772,9 @@ def recap(df: pd.DataFrame, model: str, attack: str, metrics: Sequence[str], *, 
 def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
     """Experiment 4's checks for one model: PGD accuracy against steps, restarts and eps, one line per defence.
 
-    Through the LLT the curves follow the codec-gradient PGD (the legend says so). The headline point (the steps, restarts and eps of the reported rows) is marked with
-    a dot: a curve still falling there means the attack had not converged. The eps panel
+    Through the LLT the curves follow the codec-gradient PGD (the legend says so). The
+    headline point (the steps, restarts and eps of the reported rows) is marked with a
+    dot: a curve still falling there means the attack had not converged. The eps panel
     starts at 0; a defended curve that stays high at the largest eps is a warning sign of
     masked gradients, not of robustness.
     """

@@ -371,7 +371,7 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
             if len(c) >= 2:
                 c = c.sort_values("x")
                 points = ", ".join(f"{a:.0%} at {x:g}/255" for x, a in zip(c["x"].iloc[-2:], c["accuracy"].iloc[-2:]))
-                how = "codec-gradient PGD" if "attack" in c and str(c["attack"].iloc[0]) == "pgd_codec" else "plain BPDA"
+                how = "codec-gradient PGD" if _curve_attack(c) == "pgd_codec" else "plain BPDA"
                 parts.append(f"Along its eps curve ({how}) the LLT keeps {points}"
                              + (": whatever it does to perturbations of the thesis's size, it does not stop larger "
                                 "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
@@ -382,6 +382,11 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
 #: The fall in accuracy, from the reported setting to twice its steps and restarts, above which the
 #: attack is said not to have reached its plateau.
 CONVERGENCE_TOLERANCE = 0.01
+
+
+def _curve_attack(curves: pd.DataFrame) -> str:
+    """The attack experiment 4's curves followed (``pgd`` in curves written before the column)."""
+    return str(curves["attack"].iloc[0]) if "attack" in curves and not curves.empty else "pgd"
 
 
 def convergence_gap(curves: pd.DataFrame, model: str, defence: str) -> Optional[tuple[float, float]]:
@@ -419,7 +424,7 @@ def convergence_sentence(curves: pd.DataFrame, model: str, defence: str,
     at, end = gap
     c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
     steps = c[c["curve"] == "steps"]
-    attack = "codec-gradient PGD" if "attack" in c and str(c["attack"].iloc[0]) == "pgd_codec" else "PGD"
+    attack = "codec-gradient PGD" if _curve_attack(c) == "pgd_codec" else "PGD"
     text = (f"With twice the steps and restarts, {attack} takes it from {at:.1%} to {end:.1%} on the "
             f"{int(steps['n_images'].iloc[0])} images of the convergence curves")
     if at - end > tolerance:
