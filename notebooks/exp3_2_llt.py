@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 from skinlib import experiments, verdicts
 from skinlib.context import open_run
 from skinlib.pages import (defence_reading, defence_tables, llt_cost_text, retraining_text,
-                           show_defence_comparison, show_defence_confusions, thesis_rows)
+                           show_defence_comparison, show_defence_confusions, styled, thesis_rows)
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
@@ -96,7 +96,7 @@ thesis_rows(run, results, ["4.11", "4.12", "4.13", "4.14"])
 # %% tags=["hide-input"]
 parts = next(iter(outcomes.values())).extras["llt_parts"]
 display(Markdown("\n\n".join(verdicts.llt_parts_answer(parts))))
-verdicts.llt_parts_table(parts)
+styled(verdicts.llt_parts_table(parts))
 
 # %% [markdown]
 # ## Against an adaptive attacker
