@@ -79,7 +79,7 @@ display(Markdown("\n\n".join(f"- {verdicts.verdict_sentence(row, cfg.eps * 255)}
 # ## Convergence and eps curves
 #
 # Left and middle: the accuracy of PGD through each defence as steps and restarts grow
-# (to twice the headline's); the dot marks the setting of the reported rows, which
+# (to `adaptive.convergence_factor` times the headline's); the dot marks the setting of the reported rows, which
 # should sit on the plateau. Right: accuracy against the budget from 0; every curve of a
 # system without real robustness must fall to about 0. Through the LLT the curves follow
 # the codec-gradient PGD, the attack that models WebP, so that the plateau is shown for

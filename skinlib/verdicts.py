@@ -105,8 +105,10 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             gap = convergence_gap(curves, model, defence) if curves is not None else None
             if gap is not None and gap[0] - gap[1] > CONVERGENCE_TOLERANCE:
                 caveat += ("; " if caveat else "") + (
-                    f"the attack had not reached its plateau at the reported setting (twice the steps and restarts "
-                    f"take {gap[0]:.1%} to {gap[1]:.1%} on the convergence curves' images), so the adaptive "
+                    f"the attack had not reached its plateau at the reported setting "
+                    f"({convergence_multiple(curves[(curves['model'] == model) & (curves['defence'] == defence)])} "
+                    f"the steps and restarts take {gap[0]:.1%} to {gap[1]:.1%} on the convergence curves' images), "
+                    f"so the adaptive "
                     f"accuracy is an upper bound")
             if np.isfinite(curve_end) and curve_end > CURVE_FLOOR:
                 flags.append(f"accuracy stays at {curve_end:.0%} at the largest eps")
@@ -379,14 +381,31 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
     return out
 
 
-#: The fall in accuracy, from the reported setting to twice its steps and restarts, above which the
-#: attack is said not to have reached its plateau.
+#: The fall in accuracy, from the reported setting to the convergence curves' longer run
+#: (``adaptive.convergence_factor`` times its steps and restarts), above which the attack is said not
+#: to have reached its plateau.
 CONVERGENCE_TOLERANCE = 0.01
 
 
 def _curve_attack(curves: pd.DataFrame) -> str:
     """The attack experiment 4's curves followed (``pgd`` in curves written before the column)."""
     return str(curves["attack"].iloc[0]) if "attack" in curves and not curves.empty else "pgd"
+
+
+def convergence_multiple(curves: pd.DataFrame) -> str:
+    """How many times the reported steps the convergence curves ran, in words ("twice", "5 times").
+
+    Examples:
+        >>> convergence_multiple(pd.DataFrame({"curve": ["steps"] * 3, "x": [0, 20, 100],
+        ...                                    "headline": [False, True, False]}))
+        '5 times'
+    """
+    steps = curves[curves["curve"] == "steps"]
+    head = steps[steps["headline"].astype(bool)]
+    if head.empty or float(head["x"].iloc[0]) <= 0:
+        return "more"
+    factor = round(float(steps["x"].max()) / float(head["x"].iloc[0]))
+    return {1: "once", 2: "twice"}.get(factor, f"{factor} times")
 
 
 def convergence_gap(curves: pd.DataFrame, model: str, defence: str) -> Optional[tuple[float, float]]:
@@ -413,10 +432,10 @@ def convergence_sentence(curves: pd.DataFrame, model: str, defence: str,
 
     Examples:
         >>> c = pd.DataFrame({"model": "m", "defence": "llt", "attack": "pgd_codec", "n_images": 200,
-        ...                   "curve": ["steps", "steps", "restarts", "restarts"], "x": [10, 20, 1, 2],
-        ...                   "accuracy": [0.56, 0.55, 0.535, 0.53], "headline": [False, True, True, False]})
+        ...                   "curve": ["steps", "steps", "restarts", "restarts"], "x": [20, 40, 1, 2],
+        ...                   "accuracy": [0.55, 0.535, 0.535, 0.53], "headline": [True, False, True, False]})
         >>> convergence_sentence(c, "m", "llt")
-        'With twice the steps and restarts, codec-gradient PGD takes it from 55.0% to 53.0% on the 200 images of the convergence curves: not yet on its plateau at the reported setting, so its reported accuracy is an upper bound.'
+        'With twice the steps and restarts, codec-gradient PGD takes it from 55.0% to 53.0% on the 200 images of the convergence curves: not yet on its plateau at the reported setting, so its reported accuracy is an upper bound (its last restart still took 0.5 points off).'
     """
     gap = convergence_gap(curves, model, defence)
     if gap is None:
@@ -425,11 +444,14 @@ def convergence_sentence(curves: pd.DataFrame, model: str, defence: str,
     c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
     steps = c[c["curve"] == "steps"]
     attack = "codec-gradient PGD" if _curve_attack(c) == "pgd_codec" else "PGD"
-    text = (f"With twice the steps and restarts, {attack} takes it from {at:.1%} to {end:.1%} on the "
-            f"{int(steps['n_images'].iloc[0])} images of the convergence curves")
+    restarts = c[c["curve"] == "restarts"].sort_values("x")["accuracy"].to_numpy()
+    text = (f"With {convergence_multiple(c)} the steps and restarts, {attack} takes it from {at:.1%} to {end:.1%} "
+            f"on the {int(steps['n_images'].iloc[0])} images of the convergence curves")
     if at - end > tolerance:
-        return text + (": not yet on its plateau at the reported setting, so its reported accuracy is an upper "
-                       "bound.")
+        text += ": not yet on its plateau at the reported setting, so its reported accuracy is an upper bound"
+        if len(restarts) > 1:
+            text += f" (its last restart still took {(restarts[-2] - restarts[-1]) * 100:.1f} points off)"
+        return text + "."
     return text + ": on its plateau at the reported setting."
 
 
