@@ -69,6 +69,9 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
     is set when Square, on the undefended model, is measurably weaker than the gradient
     attacks (then it cannot reveal masking), or when the attack of the convergence curves
     was still falling at the reported setting: either way the adaptive accuracy is an upper bound.
+    In the second case (``convergence_drop``, the fall beyond the reported setting on the
+    curves' images) the label is chosen on the conservative side: the gain and the share won
+    back less that fall must still pass the rule.
     """
     res = results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
     out = []
@@ -103,18 +106,23 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                           f"({_pts(square_power[1])} to {_pts(square_power[2])}), too weak to reveal masking, so "
                           f"the adaptive accuracy is an upper bound")
             gap = convergence_gap(curves, model, defence) if curves is not None else None
-            if gap is not None and gap[0] - gap[1] > CONVERGENCE_TOLERANCE:
+            # what the longer run of the convergence curves still took off: an attack that had not
+            # converged leaves the verdict on its conservative side (gain and share less that drop)
+            drop = gap[0] - gap[1] if gap is not None and gap[0] - gap[1] > CONVERGENCE_TOLERANCE else 0.0
+            won_back = gain[0] / lost if lost > 0 else np.nan
+            sure_gain = (gain[0] - drop, gain[1] - drop, gain[2] - drop)
+            sure_won_back = sure_gain[0] / lost if lost > 0 else np.nan
+            if drop:
+                times = convergence_multiple(curves[(curves["model"] == model) & (curves["defence"] == defence)])
                 caveat += ("; " if caveat else "") + (
-                    f"the attack had not reached its plateau at the reported setting "
-                    f"({convergence_multiple(curves[(curves['model'] == model) & (curves['defence'] == defence)])} "
-                    f"the steps and restarts take {gap[0]:.1%} to {gap[1]:.1%} on the convergence curves' images), "
-                    f"so the adaptive "
-                    f"accuracy is an upper bound")
+                    f"the attack had not reached its plateau at the reported setting ({times} the steps and "
+                    f"restarts take {gap[0]:.1%} to {gap[1]:.1%} on the convergence curves' images), so the "
+                    f"adaptive accuracy is an upper bound; the verdict is read with that further "
+                    f"{100 * drop:.1f}-point fall taken off the gain (it then wins back {sure_won_back:.0%})")
             if np.isfinite(curve_end) and curve_end > CURVE_FLOOR:
                 flags.append(f"accuracy stays at {curve_end:.0%} at the largest eps")
-            won_back = gain[0] / lost if lost > 0 else np.nan
-            if _excludes_zero_above(gain):
-                verdict = HOLDS if np.isfinite(won_back) and won_back >= HOLD_WON_BACK else PARTIAL
+            if _excludes_zero_above(sure_gain):
+                verdict = HOLDS if np.isfinite(sure_won_back) and sure_won_back >= HOLD_WON_BACK else PARTIAL
             elif _excludes_zero_above(grey_gain) or _excludes_zero_above(transfer_gain):
                 verdict = GREY_ONLY
             else:
@@ -127,7 +135,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 "transfer": _cell(d, attack="pgd", setting="transfer", metric="accuracy")[0],
                 "adaptive": adaptive, "adaptive_undefended": und_adapt,
                 "adaptive_gain": gain[0], "adaptive_gain_low": gain[1], "adaptive_gain_high": gain[2],
-                "won_back": won_back,
+                "won_back": won_back, "convergence_drop": drop,
                 "square_minus_gradient": square[0], "square_minus_gradient_low": square[1],
                 "square_minus_gradient_high": square[2], "curve_end": curve_end,
                 "masking": "; ".join(flags) if flags else "none found", "caveat": caveat, "verdict": verdict,

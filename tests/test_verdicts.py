@@ -352,3 +352,19 @@ def test_a_verdict_whose_attack_had_not_converged_carries_the_caveat():
     assert "had not reached its plateau" in caveat and "55.0% to 50.0%" in caveat
     flat = verdicts.defence_verdicts(results, curves.assign(accuracy=[0.6, 0.55, 0.55, 0.548]))["caveat"].iloc[0]
     assert "plateau" not in flat
+
+
+def test_a_defence_at_the_hold_threshold_whose_attack_still_falls_does_not_hold():
+    # wins back 40/70 = 57% at the reported setting; a longer run that takes a further 8 points
+    # off leaves 32/70 = 46%, under the half a defence must win back to hold
+    results = _table((0.40, 0.30, 0.50), (0.3, 0.2, 0.4))
+    flat = pd.DataFrame({"model": "m", "defence": "d", "attack": "pgd", "n_images": 100,
+                         "curve": ["steps", "steps", "restarts", "restarts"], "x": [20, 40, 1, 2],
+                         "accuracy": [0.50, 0.50, 0.50, 0.50], "headline": [True, False, True, False]})
+    assert verdicts.defence_verdicts(results, flat)["verdict"].iloc[0] == verdicts.HOLDS
+    falling = flat.assign(accuracy=[0.50, 0.46, 0.46, 0.42])
+    row = verdicts.defence_verdicts(results, falling).iloc[0]
+    assert row["convergence_drop"] == pytest.approx(0.08)
+    assert row["won_back"] == pytest.approx(0.40 / 0.70)
+    assert row["verdict"] == verdicts.PARTIAL
+    assert "8.0-point fall" in row["caveat"] and "46%" in row["caveat"]
