@@ -43,7 +43,7 @@ from IPython.display import Markdown, display
 
 from skinlib import experiments, plots, verdicts
 from skinlib.context import open_run
-from skinlib.pages import show
+from skinlib.pages import show, styled
 
 run = open_run(profile, data_dir=data_dir, results_dir=results_dir, overrides={"seed": seed})
 display(run.banner())
@@ -112,9 +112,9 @@ display(Markdown("\n\n".join(
 # %% tags=["hide-input"]
 for model in experiments.adaptive_models(run):
     display(Markdown(f"**{model}: clean, grey box and transfer**"))
-    display(verdicts.adaptive_table(results, model, ("clean", "greybox", "transfer")))
+    display(styled(verdicts.adaptive_table(results, model, ("clean", "greybox", "transfer"))))
     display(Markdown(f"**{model}: white box, through the defence**"))
-    display(verdicts.adaptive_table(results, model, ("whitebox",)))
+    display(styled(verdicts.adaptive_table(results, model, ("whitebox",))))
 
 # %% [markdown]
 # ## The clinical threat: malignant lesions pushed to benign
@@ -124,7 +124,7 @@ for model in experiments.adaptive_models(run):
 # system then calls benign (clinical grouping's false-negative rate).
 
 # %% tags=["hide-input"]
-verdicts.targeted_table(results)
+styled(verdicts.targeted_table(results))
 
 # %% [markdown]
 # ## Does the codec stand-in track WebP?
@@ -149,4 +149,4 @@ verdicts.codec_table(run.results_dir / "exp4_codec.json")
 # on the same images (below 0: the gradients were masked).
 
 # %% tags=["hide-input"]
-verdicts.verdict_numbers(verdict_table)
+styled(verdicts.verdict_numbers(verdict_table))

@@ -176,7 +176,7 @@ def _pts(v: float) -> str:
 
 def verdict_sentence(row: pd.Series, eps_255: float) -> str:
     """One generated sentence for a row of :func:`defence_verdicts`."""
-    text = (f"{row['model']}, {row['defence']}: {row['verdict']}. Clean accuracy {row['clean']:.1%} "
+    text = (f"{row['model']}, {row['defence']}: **{row['verdict']}**. Clean accuracy {row['clean']:.1%} "
             f"({_pts(row['clean_cost'])} points against the undefended model, 95% interval "
             f"{_pts(row['clean_cost_low'])} to {_pts(row['clean_cost_high'])}); under the worst of the white-box "
             f"attacks at {eps_255:g}/255 it keeps {row['adaptive']:.1%} against the undefended model's "
@@ -245,7 +245,7 @@ def verdict_numbers(table: pd.DataFrame) -> pd.DataFrame:
         "Square - gradient": [rng(*r) for r in table[["square_minus_gradient", "square_minus_gradient_low",
                                                       "square_minus_gradient_high"]].to_numpy()],
         "verdict": table["verdict"],
-    })
+    }).set_index(["model", "defence"])
 
 
 def targeted_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -259,7 +259,7 @@ def targeted_table(results: pd.DataFrame) -> pd.DataFrame:
         attacked = _cell(d, attack="pgd_targeted", setting="whitebox")
         rows.append({"model": model, "defence": defence, "missed cancers, clean": f"{clean[0]:.1%}",
                      "missed cancers, targeted attack": f"{attacked[0]:.1%} [{attacked[1]:.0%}, {attacked[2]:.0%}]"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index(["model", "defence"])
 
 
 def codec_table(path) -> pd.DataFrame:
