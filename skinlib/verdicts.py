@@ -206,10 +206,12 @@ ADAPTIVE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 def adaptive_table(results: pd.DataFrame, model: str, settings: tuple[str, ...] = ("clean", "greybox", "transfer"),
-                   metric: str = "accuracy", grouping: str = "") -> pd.DataFrame:
+                   metric: str = "accuracy", grouping: str = "",
+                   interval_attacks: Optional[tuple[str, ...]] = None) -> pd.DataFrame:
     """Experiment 4 for one model and some settings: rows = defences, columns = attacks (:data:`ADAPTIVE_COLUMNS`).
 
-    Cells hold the value in percent and its lesion-bootstrap interval in brackets; ``-``
+    Cells hold the value in percent and its lesion-bootstrap interval in brackets (only
+    for ``interval_attacks`` when given, so that eight attacks fit one page width); ``-``
     where an attack does not apply (the codec attacks only face the LLT). Call it once
     for ``("clean", "greybox", "transfer")`` and once for ``("whitebox",)`` to keep each
     table narrow.
@@ -223,8 +225,9 @@ def adaptive_table(results: pd.DataFrame, model: str, settings: tuple[str, ...] 
         row = {"defence": defence}
         for attack, setting, title in columns:
             v = _cell(d, attack=attack, setting=setting)
+            shown = np.isfinite(v[1]) and (interval_attacks is None or attack in interval_attacks)
             row[title] = "-" if not np.isfinite(v[0]) else (
-                f"{100 * v[0]:.0f} [{100 * v[1]:.0f}, {100 * v[2]:.0f}]" if np.isfinite(v[1]) else f"{100 * v[0]:.0f}")
+                f"{100 * v[0]:.0f} [{100 * v[1]:.0f}, {100 * v[2]:.0f}]" if shown else f"{100 * v[0]:.0f}")
         rows.append(row)
     return pd.DataFrame(rows).set_index("defence")
 
