@@ -93,7 +93,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             lost = und_clean - und_adapt
             curve_end = np.nan
             if curves is not None and not curves.empty:
-                c = curves[(curves["model"] == model) & (curves["defence"] == defence) & (curves["curve"] == "eps")]
+                c = system_curves(curves, model, defence, "eps")
                 if not c.empty:
                     curve_end = float(c.sort_values("x")["accuracy"].iloc[-1])
             flags = []
@@ -113,7 +113,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             sure_gain = (gain[0] - drop, gain[1] - drop, gain[2] - drop)
             sure_won_back = sure_gain[0] / lost if lost > 0 else np.nan
             if drop:
-                times = convergence_multiple(curves[(curves["model"] == model) & (curves["defence"] == defence)])
+                times = convergence_multiple(system_curves(curves, model, defence))
                 caveat += ("; " if caveat else "") + (
                     f"the attack had not reached its plateau at the reported setting ({times} the steps and "
                     f"restarts take {gap[0]:.1%} to {gap[1]:.1%} on the convergence curves' images), so the "
@@ -380,7 +380,7 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
             converged = convergence_sentence(curves, model, defence)
             if converged:
                 parts.append(converged)
-            c = curves[(curves["model"] == model) & (curves["defence"] == defence) & (curves["curve"] == "eps")]
+            c = system_curves(curves, model, defence, "eps")
             if len(c) >= 2:
                 c = c.sort_values("x")
                 points = ", ".join(f"{a:.0%} at {x:g}/255" for x, a in zip(c["x"].iloc[-2:], c["accuracy"].iloc[-2:]))
@@ -396,6 +396,19 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
 #: (``adaptive.convergence_factor`` times its steps and restarts), above which the attack is said not
 #: to have reached its plateau.
 CONVERGENCE_TOLERANCE = 0.01
+
+
+def system_curves(curves: pd.DataFrame, model: str, defence: str, curve: Optional[str] = None) -> pd.DataFrame:
+    """Experiment 4's curve rows of one defended system (``curve``: ``steps``, ``restarts`` or ``eps``;
+    all three when ``None``).
+
+    Examples:
+        >>> c = pd.DataFrame({"model": ["m", "m", "n"], "defence": "llt", "curve": ["eps", "steps", "eps"]})
+        >>> len(system_curves(c, "m", "llt")), len(system_curves(c, "m", "llt", "eps"))
+        (2, 1)
+    """
+    rows = curves[(curves["model"] == model) & (curves["defence"] == defence)]
+    return rows if curve is None else rows[rows["curve"] == curve]
 
 
 def _curve_attack(curves: pd.DataFrame) -> str:
@@ -422,7 +435,7 @@ def convergence_multiple(curves: pd.DataFrame) -> str:
 def convergence_gap(curves: pd.DataFrame, model: str, defence: str) -> Optional[tuple[float, float]]:
     """(accuracy at the reported steps and restarts, after the longer run) from experiment 4's
     convergence curves, or ``None`` where they are missing."""
-    c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
+    c = system_curves(curves, model, defence)
     if c.empty or "headline" not in c or "n_images" not in c:
         return None
     steps, restarts = c[c["curve"] == "steps"], c[c["curve"] == "restarts"]
@@ -452,7 +465,7 @@ def convergence_sentence(curves: pd.DataFrame, model: str, defence: str,
     if gap is None:
         return ""
     at, end = gap
-    c = curves[(curves["model"] == model) & (curves["defence"] == defence)]
+    c = system_curves(curves, model, defence)
     steps = c[c["curve"] == "steps"]
     attack = "codec-gradient PGD" if _curve_attack(c) == "pgd_codec" else "PGD"
     restarts = c[c["curve"] == "restarts"].sort_values("x")["accuracy"].to_numpy()
