@@ -140,8 +140,12 @@ def _import_tensorflow_quietly() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    _import_tensorflow_quietly()
     try:
+        if getattr(args, "profile", None) is not None:
+            from skinlib.profiles import existing_profile_path
+
+            existing_profile_path(args.profile)  # before the slow import: a typo fails at once
+        _import_tensorflow_quietly()
         if args.command == "run":
             from skinlib.pipeline import run
 

@@ -287,13 +287,22 @@ def profile_path(name_or_path: str | Path) -> Path:
     return PROFILES_DIR / f"{p.name}.yml"
 
 
-def load_profile(name_or_path: str | Path, overrides: Optional[dict[str, Any]] = None,
-                 data_dir: Optional[str] = None) -> Profile:
-    """Load and validate a profile; ``data_dir`` (or ``SKINLIB_DATA_DIR``) fills ``data.data_dir``."""
+def existing_profile_path(name_or_path: str | Path) -> Path:
+    """:func:`profile_path`, checked to exist (a one-line error listing the profiles when not).
+
+    Cheap (no Keras), so that the command line rejects a mistyped profile at once.
+    """
     path = profile_path(name_or_path)
     if not path.is_file():
         names = sorted(q.stem for q in PROFILES_DIR.glob("*.yml"))
         raise SkinlibError(f"{path}: no such profile; available: {', '.join(names)}")
+    return path
+
+
+def load_profile(name_or_path: str | Path, overrides: Optional[dict[str, Any]] = None,
+                 data_dir: Optional[str] = None) -> Profile:
+    """Load and validate a profile; ``data_dir`` (or ``SKINLIB_DATA_DIR``) fills ``data.data_dir``."""
+    path = existing_profile_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

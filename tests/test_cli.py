@@ -56,6 +56,17 @@ def test_bad_input_is_one_line_and_exit_2(args, needle):
     assert needle in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "page summary", "aggregate", "book"])
+def test_a_mistyped_profile_is_rejected_before_tensorflow_loads(command):
+    """The profile's existence is checked before the slow TensorFlow import (seconds on 2 cores)."""
+    code = ("import sys; from skinlib.cli import main; rc = main(sys.argv[1:]); "
+            "print('tensorflow' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, *command.split(), "--profile", "nosuchprofile"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "nosuchprofile" in proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("seeds, needle", [(["0", "x"], "'x'"), (["1", "1"], "seed 1 is given twice"),
                                            (["-3"], "-3 is negative"), ([], "at least one seed")])
 def test_bad_seeds_are_one_line_errors(seeds, needle):
