@@ -52,7 +52,8 @@ n_eval = len(experiments.adaptive_subset(run))
 display(Markdown(
     f"Budget: L-inf {cfg.eps * 255:g}/255 (the thesis's FGSM budget), on {n_eval} test images "
     f"(of {len(run.splits['test'])}). PGD and APGD: {cfg.steps} iterations, {cfg.restarts} random start(s), "
-    f"PGD step {cfg.step_size:g} x eps; Square: {cfg.square_queries} queries per image; "
+    f"PGD step {cfg.step_size:g} x eps; Square: {cfg.square_queries} queries per image on "
+    f"{len(experiments.square_subset(run, n_eval))} of those images (initial square share {cfg.square_p_init:g}); "
     f"low-frequency grid: image size / {cfg.lowfreq_factor}. PGD adversarial training: at most "
     f"{cfg.at_epochs} epochs of {cfg.at_steps}-step PGD at the same budget."))
 
@@ -107,8 +108,9 @@ display(Markdown("\n\n".join(
 # Accuracy in percent with its 95% lesion-bootstrap interval; rows are defences. First
 # the attacks that do not see the defence (grey box: crafted on the undefended model;
 # transfer: on an independent surrogate), then the white-box attacks through it. The
-# worst case counts an image as lost when any white-box attack broke it; in the
-# white-box table only it carries its interval (each attack's is about as wide).
+# worst case counts an image as lost when any white-box attack broke it (Square only
+# on its smaller subset); in the white-box table only it carries its interval (each
+# attack's is about as wide, Square's wider).
 
 # %% tags=["hide-input"]
 for model in experiments.adaptive_models(run):
@@ -146,8 +148,10 @@ verdicts.codec_table(run.results_dir / "exp4_codec.json")
 # Percent; differences in points with their paired 95% intervals: clean cost (defended
 # minus undefended, clean), adaptive accuracy (worst case of the white-box attacks) and
 # its gain over the undefended model, the share of the accuracy lost to the attacks that
-# the defence wins back, and Square's accuracy minus the gradient attacks' worst case
-# on the same images (below 0: the gradients were masked).
+# the defence wins back, Square's accuracy minus the gradient attacks' worst case on
+# Square's images (below 0: the gradients were masked), and the share of what Square
+# takes from the undefended model that the defence wins back. Square needs no gradient:
+# a defence that only hid the gradient would win back next to nothing from it.
 
 # %% tags=["hide-input"]
 verdicts.verdict_numbers(verdict_table)

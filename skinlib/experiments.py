@@ -504,6 +504,15 @@ def adaptive_subset(run: Run) -> np.ndarray:
     return np.sort(np.random.default_rng(run.profile.seed + 4).permutation(n_test)[:n])
 
 
+def square_subset(run: Run, n: int) -> np.ndarray:
+    """Positions (into :func:`adaptive_subset`'s ``n`` images) of the smaller seeded subset Square runs on
+    (``adaptive.square_images``; all ``n`` when unset); sorted."""
+    m = run.profile.adaptive.square_images
+    if m is None or m >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(run.profile.seed + 6).permutation(n)[:m])
+
+
 def pgd_at_model(run: Run, model_name: str):
     """The exp0 model fine-tuned by PGD adversarial training at ``adaptive.eps`` (a cached step)."""
     import json
@@ -571,8 +580,9 @@ def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
     :func:`adaptive_subset`: clean predictions; the thesis's grey box (FGSM and PGD crafted
     on the undefended model); transfer (PGD on an independently trained surrogate, through
     the same LLT when the system has one); white box through the defence (FGSM, PGD with
-    BPDA, APGD-CE, APGD-DLR, Square, and against the LLT the low-frequency and the
-    codec-gradient PGD) and their per-image worst case; the targeted malignant-to-benign
+    BPDA, APGD-CE, APGD-DLR, and against the LLT the low-frequency and the codec-gradient
+    PGD; Square, gradient-free, on the smaller subset of :func:`square_subset`) and their
+    per-image worst case (Square counted on its images); the targeted malignant-to-benign
     attack. Paired differences against the undefended model (same attack and setting)
     and against the system's clean predictions go to the results too. Convergence (steps,
     restarts) and eps curves go to ``exp4_adaptive_curves.csv``, the codec stand-in's
@@ -584,6 +594,7 @@ def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
     idx = adaptive_subset(run)
     x, y = run.x01("test")[idx], run.y("test")[idx]
     groups = run.test_groups(idx)
+    on_square = square_subset(run, len(idx))
     eps, key = cfg.eps, fmt_param(cfg.eps)
     step = cfg.step_size * eps
     llt = _llt(run)
@@ -612,33 +623,40 @@ def exp4_adaptive(run: Run) -> dict[str, ModelOutcome]:
             preds[("pgd", "transfer")] = tf_backend.predict_labels(system, transfer[with_llt])
             white = {"fgsm": attacks.fgsm(system, x, y, [eps])[eps], "pgd": attacks.pgd(system, x, y, [eps], **common)[eps],
                      "apgd_ce": attacks.apgd(system, x, y, [eps], loss="ce", steps=cfg.steps, seed=seed)[eps],
-                     "apgd_dlr": attacks.apgd(system, x, y, [eps], loss="dlr", steps=cfg.steps, seed=seed)[eps],
-                     "square": attacks.square(system, x, y, [eps], queries=cfg.square_queries, seed=seed)[eps]}
+                     "apgd_dlr": attacks.apgd(system, x, y, [eps], loss="dlr", steps=cfg.steps, seed=seed)[eps]}
             if with_llt:
                 white["pgd_lowfreq"] = attacks.pgd_lowfreq(system, x, y, [eps], factor=cfg.lowfreq_factor, **common)[eps]
                 white["pgd_codec"] = attacks.pgd_codec(system, x, y, [eps], gains=gains, **common)[eps]
             for attack, x_adv in white.items():
                 preds[(attack, "whitebox")] = tf_backend.predict_labels(system, x_adv)
-            gradient_only = {a: preds[(a, "whitebox")] for a in white if a != "square"}
-            preds[("worst_case", "whitebox")] = attacks.worst_case(
-                y, {a: preds[(a, "whitebox")] for a in white})[0]
-            gradient_worst = attacks.worst_case(y, gradient_only)[0]
+            gradient_worst = attacks.worst_case(y, {a: preds[(a, "whitebox")] for a in white})[0]
+            # Square, on its own smaller subset: the worst case counts it on those images
+            square = tf_backend.predict_labels(system, attacks.square(
+                system, x[on_square], y[on_square], [eps], queries=cfg.square_queries, p_init=cfg.square_p_init,
+                seed=seed)[eps])
+            preds[("square", "whitebox")] = square
+            worst = gradient_worst.copy()
+            worst[on_square] = attacks.worst_case(y[on_square], {"gradient": worst[on_square], "square": square})[0]
+            preds[("worst_case", "whitebox")] = worst
             targeted = attacks.pgd_targeted(system, x, y, [eps], **common)[eps]
             preds[("pgd_targeted", "whitebox")] = tf_backend.predict_labels(system, targeted)
             for (attack, setting), pred in preds.items():
                 param = "" if setting == "clean" else key
                 kw = dict(experiment="exp4_adaptive", model=name, attack=attack, defence=defence, setting=setting,
                           param=param)
-                run.evaluate(y, pred, y_pred_clean=None if setting == "clean" else clean, groups=groups, **kw)
+                on = on_square if attack == "square" else slice(None)
+                run.evaluate(y[on], pred, y_pred_clean=None if setting == "clean" else clean[on], groups=groups[on],
+                             **kw)
                 if setting != "clean":
-                    run.compare(y, pred, clean, reference="clean", groups=groups, **kw)
+                    run.compare(y[on], pred, clean[on], reference="clean", groups=groups[on], **kw)
                 if defence == "none":
                     reference[(attack, setting)] = pred
                 elif (attack, setting) in reference:
-                    run.compare(y, pred, reference[(attack, setting)], reference="undefended", groups=groups, **kw)
-            run.compare(y, preds[("square", "whitebox")], gradient_worst, reference="gradient", groups=groups,
-                        experiment="exp4_adaptive", model=name, attack="square", defence=defence,
-                        setting="whitebox", param=key)
+                    run.compare(y[on], pred, reference[(attack, setting)], reference="undefended", groups=groups[on],
+                                **kw)
+            run.compare(y[on_square], square, gradient_worst[on_square], reference="gradient",
+                        groups=groups[on_square], experiment="exp4_adaptive", model=name, attack="square",
+                        defence=defence, setting="whitebox", param=key)
             outcome.predictions.update({f"{defence}/{a}/{s}": p for (a, s), p in preds.items()})
             curves.extend(_convergence_rows(run, name, defence, system, x, y, clean, gains if with_llt else None))
         out[name] = outcome

@@ -116,7 +116,9 @@ class AdaptiveConfig:
     curve_steps: int = 10
     lowfreq_factor: int = 4  # the low-frequency attack's grid: image size / factor
     codec_fit_images: int = 200  # training images the codec stand-in is fitted on
-    square_queries: int = 500  # per image; Square runs on the whole adaptive subset
+    square_queries: int = 500  # per image
+    square_images: Optional[int] = None  # Square's seeded subset of the adaptive subset (None: all of it)
+    square_p_init: float = 0.3  # Square's initial share of the image a square update covers
     surrogate_seed: int = 1000  # added to the profile's seed: the independently trained surrogate
     at_epochs: int = 4  # PGD adversarial training: at most this many epochs (fewer if it plateaus)
     at_steps: int = 5
@@ -254,6 +256,9 @@ def _validate(profile: Profile, origin: str) -> Profile:
          "steps, restarts, convergence_factor, curve_steps, square_queries, at_epochs, at_steps and "
          "lowfreq_factor must be at least 1"),
         (0 < profile.adaptive.step_size <= 1, "adaptive.step_size", "must lie in (0, 1] (a share of eps)"),
+        (profile.adaptive.square_images is None or profile.adaptive.square_images >= 1, "adaptive.square_images",
+         "must be at least 1 or null"),
+        (0 < profile.adaptive.square_p_init <= 1, "adaptive.square_p_init", "must lie in (0, 1]"),
         (profile.bootstrap >= 0, "bootstrap", "must be 0 or more"),
         (len(profile.models) >= 1, "models", "must name at least one model"),
     ]

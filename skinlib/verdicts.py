@@ -64,11 +64,16 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
 
     Columns: ``model, defence, clean, clean_cost (lo, hi), greybox, transfer, adaptive,
     adaptive_undefended, adaptive_gain (lo, hi), won_back, square_minus_gradient (lo,
-    hi), curve_end, masking, caveat, verdict``. ``won_back`` is the share of the accuracy the
-    undefended model loses to the adaptive attacks that the defence wins back. ``caveat``
+    hi), square_gain (lo, hi), square_won_back, curve_end, masking, caveat, verdict``.
+    ``won_back`` is the share of the accuracy the undefended model loses to the adaptive
+    attacks that the defence wins back; ``square_won_back`` the same for Square alone, on
+    its images. Masking is flagged when Square beats the gradient attacks, when the eps
+    curve stays high, or when Square (measurably hurting the undefended model) gains
+    nothing measurable through a defence that the gradient attacks find a gain in. ``caveat``
     is set when Square, on the undefended model, is measurably weaker than the gradient
-    attacks (then it cannot reveal masking), or when the attack of the convergence curves
-    was still falling at the reported setting: either way the adaptive accuracy is an upper bound.
+    attacks (it cannot then reach their level; its own gain through the defence is stated),
+    or when the attack of the convergence curves was still falling at the reported setting:
+    either way the adaptive accuracy is an upper bound.
     In the second case (``convergence_drop``, the fall beyond the reported setting on the
     curves' images) the label is chosen on the conservative side: the gain and the share won
     back less that fall must still pass the rule.
@@ -82,6 +87,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
         # Square on the undefended model calibrates the gradient-free check: where it cannot
         # match the gradient attacks on a model without a masking step, it cannot reveal masking
         square_power = _cell(r, defence="none", attack="square", setting="whitebox", metric="accuracy_vs_gradient")
+        # ... and what Square alone takes from the undefended model (on its own images)
+        square_lost = _cell(r, defence="none", attack="square", setting="whitebox", metric="accuracy_vs_clean")
         for defence in [d for d in r["defence"].drop_duplicates() if d != "none"]:
             d = r[r["defence"] == defence]
             cost = _cell(d, setting="clean", metric="accuracy_vs_undefended")
@@ -99,12 +106,25 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             flags = []
             if np.isfinite(square[2]) and square[2] < 0:
                 flags.append("Square beats the gradient attacks")
+            square_gain = _cell(d, attack="square", setting="whitebox", metric="accuracy_vs_undefended")
+            square_bites = bool(np.isfinite(square_lost[2]) and square_lost[2] < 0)  # it hurts the undefended model
+            square_won_back = square_gain[0] / -square_lost[0] if square_bites else np.nan
+            if square_bites and _excludes_zero_above(gain) and not _excludes_zero_above(square_gain):
+                flags.append(f"Square, which needs no gradient, does about as well through it as against the "
+                             f"undefended model ({_pts(square_gain[0])} points, {_pts(square_gain[1])} to "
+                             f"{_pts(square_gain[2])}, where it takes {_pts(square_lost[0])} from the undefended "
+                             f"model), while the gradient attacks find a gain of {_pts(gain[0])}")
             caveat = ""
             if not flags and _excludes_zero_above(square_power):
-                caveat = (f"the gradient-free check is inconclusive: at its query budget Square leaves even the "
-                          f"undefended model {_pts(square_power[0])} points above the gradient attacks "
-                          f"({_pts(square_power[1])} to {_pts(square_power[2])}), too weak to reveal masking, so "
-                          f"the adaptive accuracy is an upper bound")
+                caveat = (f"Square, on the undefended model {_pts(square_power[0])} points above the gradient "
+                          f"attacks ({_pts(square_power[1])} to {_pts(square_power[2])}), cannot reach their level, "
+                          f"so the adaptive accuracy is an upper bound")
+                caveat += (f"; it does show whether the defence blunts an attacker that needs no gradient: through "
+                           f"it Square wins back {square_won_back:.0%} of what it takes from the undefended model "
+                           f"({_pts(square_gain[0])} points, {_pts(square_gain[1])} to {_pts(square_gain[2])})"
+                           if square_bites and np.isfinite(square_won_back) else
+                           "; at its query budget it takes no measurable accuracy even from the undefended model, "
+                           "so the gradient-free check is inconclusive")
             gap = convergence_gap(curves, model, defence) if curves is not None else None
             # what the longer run of the convergence curves still took off: an attack that had not
             # converged leaves the verdict on its conservative side (gain and share less that drop)
@@ -137,7 +157,9 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 "adaptive_gain": gain[0], "adaptive_gain_low": gain[1], "adaptive_gain_high": gain[2],
                 "won_back": won_back, "convergence_drop": drop,
                 "square_minus_gradient": square[0], "square_minus_gradient_low": square[1],
-                "square_minus_gradient_high": square[2], "curve_end": curve_end,
+                "square_minus_gradient_high": square[2], "square_gain": square_gain[0],
+                "square_gain_low": square_gain[1], "square_gain_high": square_gain[2],
+                "square_won_back": square_won_back, "curve_end": curve_end,
                 "masking": "; ".join(flags) if flags else "none found", "caveat": caveat, "verdict": verdict,
             })
     return pd.DataFrame(out)
@@ -247,6 +269,7 @@ def verdict_numbers(table: pd.DataFrame) -> pd.DataFrame:
         "won back": (100 * table["won_back"]).round(0),
         "Square - gradient": [rng(*r) for r in table[["square_minus_gradient", "square_minus_gradient_low",
                                                       "square_minus_gradient_high"]].to_numpy()],
+        "Square won back": (100 * table["square_won_back"]).round(0),
         "verdict": table["verdict"],
     }).set_index(["model", "defence"])
 

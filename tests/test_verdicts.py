@@ -72,6 +72,31 @@ def test_a_square_too_weak_on_the_undefended_model_makes_the_verdict_an_upper_bo
     assert bool(row["caveat"]) is inconclusive
 
 
+def _with_square(square_gain, square_lost=(-0.30, -0.38, -0.22)):
+    """The HOLDS table, Square 30 points below clean on the undefended model (20 above the gradients)."""
+    return pd.concat([_table((0.40, 0.30, 0.50), (0.3, 0.2, 0.4)), pd.DataFrame([
+        _row("none", "square", "whitebox", "accuracy_vs_gradient", 0.20, 0.12, 0.28),
+        _row("none", "square", "whitebox", "accuracy_vs_clean", *square_lost),
+        _row("d", "square", "whitebox", "accuracy_vs_undefended", *square_gain)])], ignore_index=True)
+
+
+def test_a_gain_square_does_not_see_is_flagged_as_masking():
+    # the gradient attacks find +40 points, Square (which hurts the undefended model) finds none
+    row = verdicts.defence_verdicts(_with_square((0.01, -0.04, 0.06))).iloc[0]
+    assert "needs no gradient" in row["masking"] and "+40.0" in row["masking"]
+    assert "masking suspected" in verdicts.verdict_sentence(row, 2)
+
+
+def test_a_defence_that_blunts_square_too_says_how_much_it_wins_back():
+    row = verdicts.defence_verdicts(_with_square((0.15, 0.08, 0.22))).iloc[0]
+    assert row["masking"] == "none found"
+    assert row["square_won_back"] == pytest.approx(0.5)
+    assert "wins back 50% of what it takes" in row["caveat"] and "upper bound" in row["caveat"]
+    # a Square that takes nothing measurable from the undefended model cannot say either
+    weak = verdicts.defence_verdicts(_with_square((0.15, 0.08, 0.22), square_lost=(-0.02, -0.06, 0.01))).iloc[0]
+    assert weak["masking"] == "none found" and "inconclusive" in weak["caveat"] and np.isnan(weak["square_won_back"])
+
+
 def test_change_word_needs_the_interval_to_exclude_zero():
     assert verdicts.change_word((0.1, 0.05, 0.2)) == "raises"
     assert verdicts.change_word((-0.1, -0.2, -0.05)) == "lowers"
