@@ -367,7 +367,8 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
     (2) the identity-gradient PGD (plain BPDA) against the strongest attack that models the
     codec (the worst case over all white-box attacks): lower means plain BPDA was masked,
     "measurably" when the two 95% intervals do not overlap (they are not paired); (3) the
-    LLT's eps curve at its largest budget. Returns ``[]`` where experiment 4 did not run.
+    LLT's eps curve at its largest budget; and (4) whether the LLT blunts the gradient-free
+    Square too (:func:`square_sentence`). Returns ``[]`` where experiment 4 did not run.
     """
     res = results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
     out = []
@@ -399,6 +400,9 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
                                                      "plain BPDA is suggested but not established."))
         else:
             parts.append(f"No attack does better than plain BPDA ({bpda[0]:.1%}, {_range(bpda)}).")
+        square = square_sentence(res[res["model"] == model], defence)
+        if square:
+            parts.append(square)
         if curves is not None and not curves.empty:
             converged = convergence_sentence(curves, model, defence)
             if converged:
@@ -413,6 +417,45 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
                                 "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
         out.append(" ".join(parts))
     return out
+
+
+def square_sentence(results: pd.DataFrame, defence: str) -> str:
+    """Whether a defence blunts the gradient-free Square Attack, or only the gradient attacks.
+
+    A step that removes perturbations takes accuracy back from an attacker that never uses
+    its gradient too; one that only hides the gradient does not. Reads, for one model of
+    experiment 4, Square's fall from clean on the undefended model and the paired
+    difference of Square's accuracy through ``defence`` from the undefended model's, on
+    Square's images. Empty text where Square did not run.
+
+    Examples:
+        >>> r = pd.DataFrame([
+        ...     {"defence": "none", "attack": "square", "setting": "whitebox", "metric": "accuracy_vs_clean",
+        ...      "value": -0.30, "ci_low": -0.38, "ci_high": -0.22},
+        ...     {"defence": "llt", "attack": "square", "setting": "whitebox", "metric": "accuracy_vs_undefended",
+        ...      "value": 0.01, "ci_low": -0.04, "ci_high": 0.06}])
+        >>> square_sentence(r, "llt")[:80]
+        'Square, which needs no gradient, takes 30.0 points from the undefended model on '
+    """
+    lost = _cell(results[results["defence"] == "none"], attack="square", setting="whitebox",
+                 metric="accuracy_vs_clean")
+    gain = _cell(results[results["defence"] == defence], attack="square", setting="whitebox",
+                 metric="accuracy_vs_undefended")
+    if not (_finite(lost[0]) and _finite(gain[0])):
+        return ""
+    if not (_finite(lost[2]) and lost[2] < 0):
+        return (f"Square, which needs no gradient, takes no measurable accuracy from the undefended model at its "
+                f"query budget ({_pts(lost[0])} points, {_pts(lost[1])} to {_pts(lost[2])}), so it cannot tell "
+                f"removal from hiding.")
+    text = (f"Square, which needs no gradient, takes {-100 * lost[0]:.1f} points from the undefended model on "
+            f"its images ({-100 * lost[2]:.1f} to {-100 * lost[1]:.1f}); through the {defence} it is "
+            f"{_pts(gain[0])} points against the undefended model ({_pts(gain[1])} to {_pts(gain[2])}), ")
+    if _excludes_zero_above(gain):
+        return text + (f"winning back {gain[0] / -lost[0]:.0%} of that: the {defence} blunts an attacker that never "
+                       f"uses its gradient as well, so its gain is not only a hidden gradient.")
+    return text + (f"no measurable gain: an attacker that never uses its gradient does about as well through it, "
+                   f"so what the gradient attacks lose against the {defence} is a sign of a hidden gradient, not "
+                   f"of removed perturbations.")
 
 
 #: The fall in accuracy, from the reported setting to the convergence curves' longer run
