@@ -221,6 +221,20 @@ def test_apgd_losses_run_through_the_llt(problem):
         assert _accuracy(defended, adv, yt[:60]) < clean - 0.2
 
 
+@pytest.mark.parametrize("square_images, expected", [(None, 50), (20, 20), (80, 50)])
+def test_square_subset_is_seeded_sorted_and_within_the_adaptive_subset(square_images, expected):
+    from types import SimpleNamespace
+
+    from skinlib.experiments import square_subset
+
+    run = SimpleNamespace(profile=SimpleNamespace(seed=3, adaptive=SimpleNamespace(square_images=square_images)))
+    on = square_subset(run, 50)
+    assert len(on) == expected == len(set(on)) and np.all(np.diff(on) > 0) and on.min() >= 0 and on.max() < 50
+    np.testing.assert_array_equal(on, square_subset(run, 50))
+    if expected < 50:  # a random draw, not the first images
+        assert on.max() >= expected
+
+
 def test_worst_case_takes_any_wrong_prediction():
     y = np.array([0, 1, 2, 3])
     pred, by = attacks.worst_case(y, {"a": np.array([0, 2, 2, 3]), "b": np.array([1, 1, 2, 0])})
