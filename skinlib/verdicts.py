@@ -112,8 +112,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             if square_bites and _excludes_zero_above(gain) and not _excludes_zero_above(square_gain):
                 flags.append(f"Square, which needs no gradient, does about as well through it as against the "
                              f"undefended model ({_pts(square_gain[0])} points, {_pts(square_gain[1])} to "
-                             f"{_pts(square_gain[2])}, where it takes {_pts(square_lost[0])} from the undefended "
-                             f"model), while the gradient attacks find a gain of {_pts(gain[0])}")
+                             f"{_pts(square_gain[2])}; on the undefended model it takes {-100 * square_lost[0]:.1f} points "
+                             f"from clean), while the gradient attacks find a gain of {_pts(gain[0])}")
             caveat = ""
             if not flags and _excludes_zero_above(square_power):
                 caveat = (f"Square, on the undefended model {_pts(square_power[0])} points above the gradient "
