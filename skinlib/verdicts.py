@@ -87,8 +87,6 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
         # Square on the undefended model calibrates the gradient-free check: where it cannot
         # match the gradient attacks on a model without a masking step, it cannot reveal masking
         square_power = _cell(r, defence="none", attack="square", setting="whitebox", metric="accuracy_vs_gradient")
-        # ... and what Square alone takes from the undefended model (on its own images)
-        square_lost = _cell(r, defence="none", attack="square", setting="whitebox", metric="accuracy_vs_clean")
         for defence in [d for d in r["defence"].drop_duplicates() if d != "none"]:
             d = r[r["defence"] == defence]
             cost = _cell(d, setting="clean", metric="accuracy_vs_undefended")
@@ -106,8 +104,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
             flags = []
             if np.isfinite(square[2]) and square[2] < 0:
                 flags.append("Square beats the gradient attacks")
-            square_gain = _cell(d, attack="square", setting="whitebox", metric="accuracy_vs_undefended")
-            square_bites = bool(np.isfinite(square_lost[2]) and square_lost[2] < 0)  # it hurts the undefended model
+            # what Square alone takes from the undefended model, and wins back through the defence (its images)
+            square_lost, square_gain, square_bites = _square_cells(r, defence)
             square_won_back = square_gain[0] / -square_lost[0] if square_bites else np.nan
             if square_bites and _excludes_zero_above(gain) and not _excludes_zero_above(square_gain):
                 flags.append(f"Square, which needs no gradient, does about as well through it as against the "
@@ -419,6 +417,16 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
     return out
 
 
+def _square_cells(results: pd.DataFrame, defence: str) -> tuple[tuple, tuple, bool]:
+    """For one model of experiment 4: Square's change from clean on the undefended model, Square's paired
+    difference through ``defence`` from the undefended model, and whether the first is measurably below 0."""
+    lost = _cell(results[results["defence"] == "none"], attack="square", setting="whitebox",
+                 metric="accuracy_vs_clean")
+    gain = _cell(results[results["defence"] == defence], attack="square", setting="whitebox",
+                 metric="accuracy_vs_undefended")
+    return lost, gain, bool(_finite(lost[2]) and lost[2] < 0)
+
+
 def square_sentence(results: pd.DataFrame, defence: str) -> str:
     """Whether a defence blunts the gradient-free Square Attack, or only the gradient attacks.
 
@@ -437,13 +445,10 @@ def square_sentence(results: pd.DataFrame, defence: str) -> str:
         >>> square_sentence(r, "llt")[:80]
         'Square, which needs no gradient, takes 30.0 points from the undefended model on '
     """
-    lost = _cell(results[results["defence"] == "none"], attack="square", setting="whitebox",
-                 metric="accuracy_vs_clean")
-    gain = _cell(results[results["defence"] == defence], attack="square", setting="whitebox",
-                 metric="accuracy_vs_undefended")
+    lost, gain, bites = _square_cells(results, defence)
     if not (_finite(lost[0]) and _finite(gain[0])):
         return ""
-    if not (_finite(lost[2]) and lost[2] < 0):
+    if not bites:
         return (f"Square, which needs no gradient, takes no measurable accuracy from the undefended model at its "
                 f"query budget ({_pts(lost[0])} points, {_pts(lost[1])} to {_pts(lost[2])}), so it cannot tell "
                 f"removal from hiding.")
