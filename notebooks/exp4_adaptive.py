@@ -73,7 +73,9 @@ verdict_table = verdicts.defence_verdicts(results, curves)
 # it *helps but does not hold* when the gain is measurable but smaller; *grey box only*
 # when only the thesis's grey box or the transfer attack shows a gain; otherwise *no
 # measurable effect*. Where the convergence curves show the attack still falling past the
-# reported setting, the gain is read less that further fall before the label is chosen.
+# reported setting, the gain is read less that further fall before the label is chosen. A
+# defence flagged for gradient masking is said at most to *help*: a gain that may be the
+# masking's is no evidence of holding.
 
 # %% tags=["hide-input"]
 display(Markdown("\n\n".join(f"- {verdicts.verdict_sentence(row, cfg.eps * 255)}"

@@ -10,16 +10,18 @@ typed. The rule, also stated in the methods chapter:
   from the undefended model;
 - **helps but does not hold**: the paired gain excludes 0, but the defence wins back
   less than half of what the attacks take (a system left at 29% accuracy is never said
-  to hold);
+  to hold), or it would hold but is flagged for gradient masking (below);
 - **grey box only**: it does not hold in the white box, but the thesis's grey-box FGSM
   (crafted on the undefended model) or the transfer attack from an independent surrogate
   gains it accuracy with an interval that excludes 0;
 - **no measurable effect**: neither.
 
-Two checks for gradient masking (Carlini et al. 2019, sections 4.x) qualify a verdict:
+Three checks for gradient masking (Carlini et al. 2019, sections 4.x) qualify a verdict:
 the gradient-free Square Attack doing better than every gradient attack (its paired
-interval of the accuracy difference below 0), and an eps curve that does not fall to
-(near) 0 at the largest budget. Either flags the system's gradient numbers as masked.
+interval of the accuracy difference below 0), an eps curve that does not fall to (near)
+0 at the largest budget, and a gain the gradient attacks find but Square (which hurts the
+undefended model) does not. Any of them flags the system's gradient numbers as masked, and
+a flagged defence is said at most to help: it never "holds".
 Square is itself calibrated on the undefended model: where it falls measurably short of
 the gradient attacks there, its failure to beat them behind a defence proves nothing,
 and the verdict carries that caveat (the adaptive accuracy is an upper bound).
@@ -65,6 +67,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
     Columns: ``model, defence, clean, clean_cost (lo, hi), greybox, transfer, adaptive,
     adaptive_undefended, adaptive_gain (lo, hi), won_back, square_minus_gradient (lo,
     hi), square_gain (lo, hi), square_won_back, curve_end, masking, caveat, verdict``.
+    ``capped_by_masking`` is true where the numbers alone would say "holds" but a masking
+    flag lowers the label to "helps but does not hold".
     ``won_back`` is the share of the accuracy the undefended model loses to the adaptive
     attacks that the defence wins back; ``square_won_back`` the same for Square alone, on
     its images. Masking is flagged when Square beats the gradient attacks, when the eps
@@ -145,6 +149,10 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 verdict = GREY_ONLY
             else:
                 verdict = NO_EFFECT
+            # a gain the masking checks doubt is not evidence of holding: the label is capped
+            capped = bool(flags) and verdict == HOLDS
+            if capped:
+                verdict = PARTIAL
             out.append({
                 "model": model, "defence": defence,
                 "clean": _cell(d, setting="clean", metric="accuracy")[0],
@@ -158,7 +166,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 "square_minus_gradient_high": square[2], "square_gain": square_gain[0],
                 "square_gain_low": square_gain[1], "square_gain_high": square_gain[2],
                 "square_won_back": square_won_back, "curve_end": curve_end,
-                "masking": "; ".join(flags) if flags else "none found", "caveat": caveat, "verdict": verdict,
+                "masking": "; ".join(flags) if flags else "none found", "caveat": caveat,
+                "capped_by_masking": capped, "verdict": verdict,
             })
     return pd.DataFrame(out)
 
@@ -204,7 +213,10 @@ def verdict_sentence(row: pd.Series, eps_255: float) -> str:
             f"{_pts(row['adaptive_gain_low'])} to {_pts(row['adaptive_gain_high'])})")
     if np.isfinite(row["won_back"]):
         text += f", winning back {row['won_back']:.0%} of the accuracy the attacks take"
-        if row["verdict"] == PARTIAL:
+        if row.get("capped_by_masking", False):
+            text += (" (enough to hold by the numbers, but a defence flagged for gradient masking is said at most "
+                     "to help: the gain may be the masking's)")
+        elif row["verdict"] == PARTIAL:
             text += f" (to hold, a defence must win back at least {HOLD_WON_BACK:.0%})"
     text += (f"; the thesis's grey-box FGSM leaves it {row['greybox']:.1%} and the transfer attack from an "
              f"independent surrogate {row['transfer']:.1%}.")
@@ -925,6 +937,9 @@ def rq_defence_answer(results: pd.DataFrame, model: str, attack: str, fgsm_eps: 
         r = row.iloc[0]
         verdict_bits.append(f"{label} {_SHORT_VERDICT.get(r['verdict'], r['verdict'])}")
         won = f", {r['won_back']:.0%} of the loss won back" if _finite(r["won_back"]) else ""
+        if r.get("masking", "none found") != "none found":
+            won += (", flagged for gradient masking, which caps its label at 'helps'" if r.get("capped_by_masking")
+                    else ", flagged for gradient masking")
         adaptive_bits.append(
             f"{label} {_SHORT_VERDICT.get(r['verdict'], r['verdict'])} ({_pct(r['adaptive'])} under the worst case "
             f"against the undefended model's {_pct(r['adaptive_undefended'])}: {_pts(r['adaptive_gain'])} points, "

@@ -84,12 +84,18 @@ def test_a_gain_square_does_not_see_is_flagged_as_masking():
     # the gradient attacks find +40 points, Square (which hurts the undefended model) finds none
     row = verdicts.defence_verdicts(_with_square((0.01, -0.04, 0.06))).iloc[0]
     assert "needs no gradient" in row["masking"] and "+40.0" in row["masking"]
-    assert "masking suspected" in verdicts.verdict_sentence(row, 2)
+    sentence = verdicts.verdict_sentence(row, 2)
+    assert "masking suspected" in sentence
+    # it wins back 57% (enough to hold by the numbers), but a flagged gain is not evidence of holding
+    assert row["won_back"] > verdicts.HOLD_WON_BACK
+    assert row["verdict"] == verdicts.PARTIAL and row["capped_by_masking"]
+    assert "said at most to help" in sentence and "must win back" not in sentence
 
 
 def test_a_defence_that_blunts_square_too_says_how_much_it_wins_back():
     row = verdicts.defence_verdicts(_with_square((0.15, 0.08, 0.22))).iloc[0]
     assert row["masking"] == "none found"
+    assert row["verdict"] == verdicts.HOLDS and not row["capped_by_masking"]
     assert row["square_won_back"] == pytest.approx(0.5)
     assert "wins back 50% of what it takes" in row["caveat"] and "upper bound" in row["caveat"]
     # a Square that takes nothing measurable from the undefended model cannot say either
@@ -217,9 +223,13 @@ def test_rq2_defence_words_follow_the_paired_interval_and_give_the_adaptive_verd
            "-1.0 to +5.0)" in text
     assert "the LLT raises accuracy from 30.0% to 60.0% (+30.0 points, paired 95% interval +25.0 to +35.0), " \
            "winning back 75% of what the attack took" in text
-    assert " holds" not in text
+    assert " holds" not in text and "masking" not in text
     # grey box before white box before the adaptive verdict
     assert text.index("grey box") < text.index("white box") < text.index("adaptive attacker")
+    # a label capped by a masking flag says so beside its numbers
+    capped = verdict.assign(won_back=0.69, masking="Square ...", capped_by_masking=True)
+    text = verdicts.rq_defence_answer(_run_frame(), "m", "fgsm", 2 / 255, capped)
+    assert "69% of the loss won back, flagged for gradient masking, which caps its label at 'helps'" in text
 
 
 def test_rq_defence_without_paired_rows_compares_intervals():
