@@ -121,6 +121,14 @@ if seeds_csv.is_file():
 else:
     display(Markdown(f"This run trained one seed ({prof.primary_seed}): its intervals do not cover "
                      "a retraining from another seed."))
+# experiment 4's verdicts, recomputed on every seed that ran it
+adaptive_by_seed = {k: read_results(path) for k, path in seed_files(prof, "exp4_adaptive.csv").items()}
+curves_by_seed = {k: pd.read_csv(path) for k, path in seed_files(prof, "exp4_adaptive_curves.csv").items()}
+if adaptive_by_seed:
+    over_seeds_verdicts = verdicts.verdicts_over_seeds(
+        {k: (frame, curves_by_seed.get(k)) for k, frame in adaptive_by_seed.items()})
+    display(Markdown(f"**Experiment 4's verdicts over training seeds.** {verdicts.seed_agreement(over_seeds_verdicts)}"))
+    display(styled(over_seeds_verdicts.drop(columns="agree").set_index(["model", "defence"])))
 
 # %% [markdown]
 # ## Does WebP remove small perturbations, or hide the gradient?
@@ -134,6 +142,8 @@ codec_json = source_dir / "exp4_codec.json"
 webp = verdicts.webp_answer(results, json.loads(codec_json.read_text()) if codec_json.is_file() else None,
                             adaptive_curves) if not results.empty else []
 parts_csv = source_dir / "exp3_2_llt_parts.csv"
+if webp and len(adaptive_by_seed) > 1:
+    webp += [line for line in [verdicts.square_over_seeds(adaptive_by_seed, "llt")] if line]
 if webp and parts_csv.is_file():
     webp += verdicts.llt_parts_answer(pd.read_csv(parts_csv))
 display(Markdown("\n".join(f"- {line}" for line in webp) if webp else

@@ -471,8 +471,112 @@ def square_sentence(results: pd.DataFrame, defence: str) -> str:
         return text + (f"winning back {gain[0] / -lost[0]:.0%} of that: the {defence} blunts an attacker that never "
                        f"uses its gradient as well, so its gain is not only a hidden gradient.")
     return text + (f"no measurable gain: an attacker that never uses its gradient does about as well through it, "
-                   f"so what the gradient attacks lose against the {defence} is a sign of a hidden gradient, not "
-                   f"of removed perturbations.")
+                   f"so on these images what the gradient attacks lose against the {defence} points to a hidden "
+                   f"gradient rather than removed perturbations.")
+
+
+
+def _exp4(results: pd.DataFrame) -> pd.DataFrame:
+    return results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
+
+
+def verdicts_over_seeds(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFrame]]]) -> pd.DataFrame:
+    """Experiment 4's verdict on every training seed that ran it, side by side.
+
+    ``by_seed`` maps a seed to its results and curves. One row per model and defence: one
+    column per seed (``seed K``) with the short verdict, ``masking flagged on`` (the seeds
+    where a masking check fired, "none" if none) and ``agree`` (every seed gave the same
+    label). A label that changes with the seed is not a finding yet (:func:`seed_agreement`).
+
+    Examples:
+        >>> def rows(gain):
+        ...     return pd.DataFrame([
+        ...         {"experiment": "exp4_adaptive", "model": "m", "defence": d, "attack": a, "setting": s,
+        ...          "grouping": "", "metric": k, "value": v, "ci_low": lo, "ci_high": hi}
+        ...         for d, a, s, k, v, lo, hi in [
+        ...             ("none", "none", "clean", "accuracy", 0.8, 0.7, 0.9),
+        ...             ("none", "worst_case", "whitebox", "accuracy", 0.1, 0.0, 0.2),
+        ...             ("d", "worst_case", "whitebox", "accuracy_vs_undefended", *gain)]])
+        >>> t = verdicts_over_seeds({0: (rows((0.5, 0.4, 0.6)), None), 1: (rows((0.2, 0.1, 0.3)), None)})
+        >>> t[["seed 0", "seed 1"]].iloc[0].tolist(), bool(t["agree"].iloc[0])
+        (['holds', 'helps but does not hold'], False)
+    """
+    labels: dict[tuple[str, str], dict[str, str]] = {}
+    flagged: dict[tuple[str, str], list[str]] = {}
+    for seed, (results, curves) in sorted(by_seed.items()):
+        for _, r in defence_verdicts(results, curves).iterrows():
+            key = (r["model"], r["defence"])
+            labels.setdefault(key, {})[f"seed {seed}"] = _SHORT_VERDICT.get(r["verdict"], r["verdict"])
+            flagged.setdefault(key, [])
+            if r["masking"] != "none found":
+                flagged[key].append(str(seed))
+    return pd.DataFrame([{"model": m, "defence": d, **c, "masking flagged on": ", ".join(flagged[(m, d)]) or "none",
+                          "agree": len(set(c.values())) == 1 and len(c) == len(by_seed)}
+                         for (m, d), c in labels.items()])
+
+
+def seed_agreement(table: pd.DataFrame) -> str:
+    """One sentence on :func:`verdicts_over_seeds`: which verdicts every seed shares, which move."""
+    seeds = [c for c in table.columns if c.startswith("seed ")]
+    if len(seeds) < 2:
+        return (f"Experiment 4 ran on one training seed here ({seeds[0] if seeds else 'none'}), so no verdict "
+                f"has been checked against a retraining from another seed.")
+
+    def flags(r: pd.Series) -> str:
+        on = r["masking flagged on"]
+        return "" if on == "none" else ("; masking flagged on every seed" if len(on.split(", ")) == len(seeds)
+                                        else f"; masking flagged on seed {on} only")
+
+    same = [f"{r['defence']} ({r['model']}: {r[seeds[0]]}{flags(r)})" for _, r in table.iterrows() if r["agree"]]
+    moved = [f"{r['defence']} ({r['model']}: " + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str))
+             + f"{flags(r)})" for _, r in table.iterrows() if not r["agree"]]
+    text = f"Over the {len(seeds)} training seeds that ran experiment 4 ({', '.join(seeds)}), "
+    text += (f"the label is the same on every seed for {_and(same)}" if same else
+             "no label is the same on every seed")
+    if moved:
+        text += (f"; it changes with the seed for {_and(moved)}, so there the label is not a finding yet")
+    return text + "."
+
+
+def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference: str = "pgd_at") -> str:
+    """Square's gain through ``defence`` (and through the reference defence) on every seed, and whether they agree.
+
+    The gradient-free check of one seed rests on 150-odd images and one random search; a
+    reading that flips between seeds does not settle whether a step removes perturbations
+    or hides the gradient. Empty text where fewer than two seeds ran Square.
+    """
+    per_model: dict[str, list[str]] = {}
+    counts: dict[str, list[bool]] = {}
+    for seed, results in sorted(by_seed.items()):
+        res = _exp4(results)
+        for model in res["model"].drop_duplicates():
+            r = res[res["model"] == model]
+            bits = []
+            for d in (defence, reference):
+                lost, gain, bites = _square_cells(r, d)
+                if not (_finite(gain[0]) and bites):
+                    continue
+                bits.append(f"{d} {_pts(gain[0])} ({_pts(gain[1])} to {_pts(gain[2])})")
+                if d == defence:
+                    counts.setdefault(model, []).append(_excludes_zero_above(gain))
+            if bits:
+                per_model.setdefault(model, []).append(f"seed {seed}: " + ", ".join(bits))
+    out = []
+    for model, readings in per_model.items():
+        found = counts.get(model, [])
+        if len(found) < 2:
+            continue
+        n_yes = sum(found)
+        verdict = (f"measurable on every seed: the {defence} blunts an attacker that needs no gradient, so part of "
+                   f"its gain is removed perturbation, not a hidden gradient" if n_yes == len(found) else
+                   f"measurable on none: on every seed an attacker that needs no gradient does about as well through "
+                   f"the {defence}, a consistent sign of a hidden gradient" if n_yes == 0 else
+                   f"measurable on {n_yes} of {len(found)} seeds: the seeds disagree, so Square does not settle "
+                   f"whether the {defence}'s gain is removed perturbation or a hidden gradient")
+        out.append(f"Over training seeds ({model}), Square's gain against the undefended model, points with its "
+                   f"paired 95% interval ({reference} for reference) — " + "; ".join(readings) + f". Through the "
+                   f"{defence} it is {verdict}.")
+    return " ".join(out)
 
 
 #: The fall in accuracy, from the reported setting to the convergence curves' longer run

@@ -403,3 +403,32 @@ def test_a_defence_at_the_hold_threshold_whose_attack_still_falls_does_not_hold(
     assert row["won_back"] == pytest.approx(0.40 / 0.70)
     assert row["verdict"] == verdicts.PARTIAL
     assert "8.0-point fall" in row["caveat"] and "46%" in row["caveat"]
+
+
+def test_verdicts_over_seeds_name_the_labels_that_move_and_the_flags():
+    holds = (_table((0.40, 0.30, 0.50), (0.3, 0.2, 0.4)), None)
+    flagged = (_with_square((0.01, -0.04, 0.06)), None)  # would hold, but Square sees no gain: capped
+    table = verdicts.verdicts_over_seeds({0: flagged, 1: holds, 2: holds})
+    row = table.iloc[0]
+    assert [row["seed 0"], row["seed 1"], row["seed 2"]] == ["helps but does not hold", "holds", "holds"]
+    assert row["masking flagged on"] == "0" and not row["agree"]
+    sentence = verdicts.seed_agreement(table)
+    assert "changes with the seed for d (m: seed 0 helps but does not hold, seed 1 holds, seed 2 holds; " \
+           "masking flagged on seed 0 only), so there the label is not a finding yet" in sentence
+    same = verdicts.verdicts_over_seeds({0: holds, 1: holds})
+    assert bool(same["agree"].iloc[0]) and "the label is the same on every seed for d (m: holds)" in \
+        verdicts.seed_agreement(same)
+    assert "one training seed" in verdicts.seed_agreement(verdicts.verdicts_over_seeds({0: holds}))
+
+
+@pytest.mark.parametrize("gains, word", [
+    ([(0.01, -0.04, 0.06), (0.12, 0.06, 0.18)], "measurable on 1 of 2 seeds: the seeds disagree"),
+    ([(0.01, -0.04, 0.06), (0.02, -0.03, 0.07)], "measurable on none"),
+    ([(0.15, 0.08, 0.22), (0.12, 0.06, 0.18)], "measurable on every seed"),
+])
+def test_square_over_seeds_says_whether_the_seeds_agree(gains, word):
+    by_seed = {seed: _with_square(g).replace({"defence": {"d": "llt"}}) for seed, g in enumerate(gains)}
+    text = verdicts.square_over_seeds(by_seed, "llt")
+    assert word in text
+    assert f"seed 0: llt {100 * gains[0][0]:+.1f} ({100 * gains[0][1]:+.1f} to {100 * gains[0][2]:+.1f})" in text
+    assert verdicts.square_over_seeds({0: by_seed[0]}, "llt") == ""  # one seed cannot disagree with itself
