@@ -425,6 +425,14 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
                 parts.append(f"Along its eps curve ({how}) the LLT keeps {points}"
                              + (": whatever it does to perturbations of the thesis's size, it does not stop larger "
                                 "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
+                worth = budget_multiple(curves, model, defence)
+                reference = budget_multiple(curves, model, "pgd_at")
+                if _finite(worth):
+                    parts.append(
+                        f"Set beside the undefended model's curve, the LLT is worth about {worth:.1f} times the "
+                        f"attacker's budget (the median over the curve's points: to bring it as low as the undefended "
+                        f"model, the attacker needs that much more eps)"
+                        + (f"; PGD adversarial training, {reference:.1f} times." if _finite(reference) else "."))
         out.append(" ".join(parts))
     return out
 
@@ -473,7 +481,6 @@ def square_sentence(results: pd.DataFrame, defence: str) -> str:
     return text + (f"no measurable gain: an attacker that never uses its gradient does about as well through it, "
                    f"so on these images what the gradient attacks lose against the {defence} points to a hidden "
                    f"gradient rather than removed perturbations.")
-
 
 
 def _exp4(results: pd.DataFrame) -> pd.DataFrame:
@@ -601,6 +608,35 @@ def system_curves(curves: pd.DataFrame, model: str, defence: str, curve: Optiona
 def _curve_attack(curves: pd.DataFrame) -> str:
     """The attack experiment 4's curves followed (``pgd`` in curves written before the column)."""
     return str(curves["attack"].iloc[0]) if "attack" in curves and not curves.empty else "pgd"
+
+
+def budget_multiple(curves: pd.DataFrame, model: str, defence: str) -> float:
+    """How many times the attacker's budget a defence is worth, read off experiment 4's eps curves.
+
+    For each budget ``eps`` of the defended system's curve, the budget at which the
+    undefended model's curve falls to the same accuracy (linear interpolation between its
+    points); the ratio of the two, and the median over the points. Points the undefended
+    curve never reaches (above its clean accuracy or at its floor) are left out; NaN where
+    none is left. An upper bound on what the defence buys: a stronger attack on the
+    defended system would lower it. Shape: one number per model and defence.
+
+    Examples:
+        >>> c = pd.DataFrame({"model": "m", "curve": "eps", "x": [0, 1, 2, 4, 0, 1, 2, 4],
+        ...                   "defence": ["none"] * 4 + ["d"] * 4,
+        ...                   "accuracy": [0.8, 0.4, 0.1, 0.0, 0.8, 0.6, 0.4, 0.1]})
+        >>> float(budget_multiple(c, "m", "d"))
+        2.0
+    """
+    base = system_curves(curves, model, "none", "eps").sort_values("x")
+    own = system_curves(curves, model, defence, "eps").sort_values("x")
+    if len(base) < 2 or own.empty:
+        return np.nan
+    acc = np.minimum.accumulate(base["accuracy"].to_numpy(dtype=float))  # an attack's curve cannot rise with eps
+    eps = base["x"].to_numpy(dtype=float)
+    ratios = [x / float(np.interp(a, acc[::-1], eps[::-1]))
+              for x, a in zip(own["x"].astype(float), own["accuracy"].astype(float))
+              if x > 0 and acc[-1] < a < acc[0]]
+    return float(np.median(ratios)) if ratios else np.nan
 
 
 def convergence_multiple(curves: pd.DataFrame) -> str:

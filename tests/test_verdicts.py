@@ -332,6 +332,30 @@ def test_webp_answer_names_the_attack_of_the_eps_curve():
     assert "Along its eps curve (plain BPDA)" in line
 
 
+def _eps_curves(**by_defence: list[float]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": "m", "defence": d.replace("_plus_", "+"), "curve": "eps", "x": x, "accuracy": a}
+                         for d, accs in by_defence.items() for x, a in zip((0, 1, 2, 4, 8), accs)])
+
+
+def test_budget_multiple_reads_the_extra_eps_a_defence_costs_the_attacker():
+    undefended = [0.8, 0.5, 0.2, 0.0, 0.0]
+    curves = _eps_curves(none=undefended, same=undefended, llt=[0.8, 0.65, 0.5, 0.2, 0.0],
+                         above=[0.9, 0.85, 0.82, 0.81, 0.8])
+    assert verdicts.budget_multiple(curves, "m", "same") == pytest.approx(1.0)
+    assert verdicts.budget_multiple(curves, "m", "llt") == pytest.approx(2.0)
+    # a curve that never comes down to the undefended model's clean accuracy has no multiple
+    assert np.isnan(verdicts.budget_multiple(curves, "m", "above"))
+    assert np.isnan(verdicts.budget_multiple(curves, "m", "missing"))
+
+
+def test_webp_answer_gives_the_budget_multiple_beside_pgd_at():
+    curves = _eps_curves(none=[0.8, 0.5, 0.2, 0.0, 0.0], llt=[0.8, 0.65, 0.5, 0.2, 0.0],
+                         pgd_at=[0.8, 0.72, 0.65, 0.5, 0.2])
+    line = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.3, 0.25, 0.35)), None, curves)[0]
+    assert "the LLT is worth about 2.0 times the attacker's budget" in line
+    assert "PGD adversarial training, 4.0 times" in line
+
+
 @pytest.mark.parametrize("rob, stopped, expected", [
     ([0.2, 0.4, 0.5], "budget", "still rising"),
     ([0.2, 0.5, 0.45], "budget", "had peaked"),
