@@ -592,6 +592,71 @@ def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference:
 CONVERGENCE_TOLERANCE = 0.01
 
 
+def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFrame]]], defence: str = "llt",
+                     reference: str = "pgd_at") -> list[str]:
+    """The short answer to "does the LLT remove small perturbations or hide the gradient?", over seeds.
+
+    One sentence per model of experiment 4, from every training seed that ran it
+    (``by_seed`` as in :func:`verdicts_over_seeds`): the verdict's label on each seed, how
+    many times the attacker's budget the defence is worth on each seed
+    (:func:`budget_multiple`, the reference defence beside it), and on how many seeds the
+    gradient-free Square is measurably blunted by it: on every seed, part of the gain is
+    removed perturbation; on none, the gain is best read as a hidden gradient; on some,
+    the question is not settled.
+
+    Examples:
+        >>> webp_bottom_line({})
+        []
+    """
+    per_model: dict[str, dict[str, list]] = {}
+    for seed, (results, curves) in sorted(by_seed.items()):
+        table = defence_verdicts(results, curves)
+        res = _exp4(results)
+        for _, row in table[table["defence"] == defence].iterrows():
+            model = row["model"]
+            m = per_model.setdefault(model, {"seeds": [], "labels": [], "worth": [], "ref": [], "square": []})
+            m["seeds"].append(seed)
+            m["labels"].append(_SHORT_VERDICT.get(row["verdict"], row["verdict"]))
+            if curves is not None and not curves.empty:
+                m["worth"].append(budget_multiple(curves, model, defence))
+                m["ref"].append(budget_multiple(curves, model, reference))
+            _, gain, bites = _square_cells(res[res["model"] == model], defence)
+            if _finite(gain[0]) and bites:
+                m["square"].append(_excludes_zero_above(gain))
+    out = []
+    for model, m in per_model.items():
+        n = len(m["seeds"])
+        seeds = f"{n} training seed{'s' if n > 1 else ''}"
+        labels = (f"{m['labels'][0]} on {'every seed' if n > 1 else 'that seed'}" if len(set(m["labels"])) == 1
+                  else "gets a label that moves with the seed (" + ", ".join(
+                      f"seed {k}: {lab}" for k, lab in zip(m["seeds"], m["labels"])) + ")")
+        text = f"**In short ({model}, {seeds}):** against the adaptive attacker the {defence} {labels}"
+        worth = [w for w in m["worth"] if _finite(w)]
+        if worth:
+            ref = [w for w in m["ref"] if _finite(w)]
+            span = f"{min(worth):.1f}" if len(worth) == 1 else f"{min(worth):.1f} to {max(worth):.1f}"
+            text += (f". Against the strongest gradient attack it is worth about {span} times the attacker's budget"
+                     + (f" ({reference}: {min(ref):.1f} to {max(ref):.1f})" if len(ref) > 1 else
+                        f" ({reference}: {ref[0]:.1f})" if ref else ""))
+        found = m["square"]
+        if not found:
+            text += ". Square did not run, so nothing separates removed perturbations from a hidden gradient."
+        elif all(found):
+            text += (f". The gradient-free Square is blunted by it on {'every seed' if len(found) > 1 else 'its seed'}, "
+                     f"so part of that gain is perturbation the codec removes, not only a gradient the attacks cannot "
+                     f"follow" + ("." if len(found) > 1 else "; one seed is not yet a finding."))
+        elif not any(found):
+            text += (f". The gradient-free Square is not measurably blunted by it on {'any seed' if len(found) > 1 else 'its seed'}, "
+                     f"so the gain against the gradient attacks is best read as a gradient they cannot follow, not as "
+                     f"removed perturbations" + ("." if len(found) > 1 else "; one seed is not yet a finding."))
+        else:
+            text += (f". Whether that gain is perturbation the codec removes or a gradient the attacks cannot follow "
+                     f"is not settled: the gradient-free Square is measurably blunted by it on {sum(found)} of "
+                     f"{len(found)} seeds.")
+        out.append(text)
+    return out
+
+
 def system_curves(curves: pd.DataFrame, model: str, defence: str, curve: Optional[str] = None) -> pd.DataFrame:
     """Experiment 4's curve rows of one defended system (``curve``: ``steps``, ``restarts`` or ``eps``;
     all three when ``None``).

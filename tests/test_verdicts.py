@@ -456,3 +456,32 @@ def test_square_over_seeds_says_whether_the_seeds_agree(gains, word):
     assert word in text
     assert f"seed 0: llt {100 * gains[0][0]:+.1f} ({100 * gains[0][1]:+.1f} to {100 * gains[0][2]:+.1f})" in text
     assert verdicts.square_over_seeds({0: by_seed[0]}, "llt") == ""  # one seed cannot disagree with itself
+
+
+def _adaptive_seed(square_gain: tuple[float, float, float], llt_curve: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [("none", "none", "clean", "accuracy", (0.8, 0.7, 0.9)),
+            ("none", "worst_case", "whitebox", "accuracy", (0.2, 0.1, 0.3)),
+            ("none", "square", "whitebox", "accuracy_vs_clean", (-0.2, -0.26, -0.14)),
+            ("llt", "worst_case", "whitebox", "accuracy_vs_undefended", (0.2, 0.15, 0.25)),
+            ("llt", "square", "whitebox", "accuracy_vs_undefended", square_gain)]
+    results = pd.DataFrame([{"experiment": "exp4_adaptive", "model": "m", "defence": d, "attack": a, "setting": st,
+                             "grouping": "", "metric": k, "value": v[0], "ci_low": v[1], "ci_high": v[2]}
+                            for d, a, st, k, v in rows])
+    return results, _eps_curves(none=[0.8, 0.5, 0.2, 0.0, 0.0], llt=llt_curve)
+
+
+@pytest.mark.parametrize("gains, words", [
+    ([(0.1, 0.05, 0.15), (0.1, 0.05, 0.15)], "part of that gain is perturbation the codec removes"),
+    ([(0.02, -0.03, 0.07), (0.01, -0.04, 0.06)], "best read as a gradient they cannot follow"),
+    ([(0.1, 0.05, 0.15), (0.02, -0.03, 0.07)], "is not settled: the gradient-free Square is measurably blunted by it "
+                                               "on 1 of 2 seeds"),
+])
+def test_webp_bottom_line_reads_square_over_seeds_and_the_budget_multiple(gains, words):
+    by_seed = {0: _adaptive_seed(gains[0], [0.8, 0.65, 0.5, 0.2, 0.0]),
+               1: _adaptive_seed(gains[1], [0.8, 0.72, 0.65, 0.5, 0.2])}
+    [line] = verdicts.webp_bottom_line(by_seed)
+    assert "2 training seeds" in line and "helps but does not hold on every seed" in line
+    assert "worth about 2.0 to 4.0 times the attacker's budget" in line
+    assert words in line
+    [one] = verdicts.webp_bottom_line({0: by_seed[0]})
+    assert "1 training seed)" in one and "one seed is not yet a finding" in one
