@@ -142,7 +142,7 @@ if adaptive_by_seed:
 # %% tags=["hide-input"]
 codec_json = source_dir / "exp4_codec.json"
 webp = verdicts.webp_answer(results, json.loads(codec_json.read_text()) if codec_json.is_file() else None,
-                            adaptive_curves) if not results.empty else []
+                            adaptive_curves, seed=prof.primary_seed) if not results.empty else []
 parts_csv = source_dir / "exp3_2_llt_parts.csv"
 if webp and len(adaptive_by_seed) > 1:
     webp += [line for line in [verdicts.square_over_seeds(adaptive_by_seed, "llt")] if line]

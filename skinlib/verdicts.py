@@ -367,7 +367,7 @@ REMOVES_ENERGY = 0.5
 
 
 def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[pd.DataFrame] = None,
-                defence: str = "llt") -> list[str]:
+                defence: str = "llt", seed: Optional[int] = None) -> list[str]:
     """Does the LLT's WebP step remove small perturbations, or only hide the gradient?
 
     One generated sentence per model of experiment 4, from three measurements: (1) what
@@ -378,7 +378,8 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
     codec (the worst case over all white-box attacks): lower means plain BPDA was masked,
     "measurably" when the two 95% intervals do not overlap (they are not paired); (3) the
     LLT's eps curve at its largest budget; and (4) whether the LLT blunts the gradient-free
-    Square too (:func:`square_sentence`). Returns ``[]`` where experiment 4 did not run.
+    Square too (:func:`square_sentence`). ``seed`` (the training seed of ``results``) is
+    named in each sentence's heading where given. Returns ``[]`` where experiment 4 did not run.
     """
     res = results[(results["experiment"] == "exp4_adaptive") & (results["grouping"].fillna("") == "")]
     out = []
@@ -388,7 +389,7 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
         worst = _cell(d, attack="worst_case", metric="accuracy")
         if not (_finite(bpda[0]) and _finite(worst[0])):
             continue
-        parts = [f"**{model}:**"]
+        parts = [f"**{model}" + (f", seed {seed}" if seed is not None else "") + ":**"]
         if codec and _finite(codec.get("sign_energy_kept", np.nan)):
             kept = float(codec["sign_energy_kept"])
             removes = kept < REMOVES_ENERGY
@@ -516,7 +517,7 @@ def verdicts_over_seeds(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataF
             labels.setdefault(key, {})[f"seed {seed}"] = _SHORT_VERDICT.get(r["verdict"], r["verdict"])
             flagged.setdefault(key, [])
             if r["masking"] != "none found":
-                flagged[key].append(str(seed))
+                flagged[key].append(f"seed {seed}")
     return pd.DataFrame([{"model": m, "defence": d, **c, "masking flagged on": ", ".join(flagged[(m, d)]) or "none",
                           "agree": len(set(c.values())) == 1 and len(c) == len(by_seed)}
                          for (m, d), c in labels.items()])
@@ -532,7 +533,7 @@ def seed_agreement(table: pd.DataFrame) -> str:
     def flags(r: pd.Series) -> str:
         on = r["masking flagged on"]
         return "" if on == "none" else ("; masking flagged on every seed" if len(on.split(", ")) == len(seeds)
-                                        else f"; masking flagged on seed {on} only")
+                                        else f"; masking flagged on {on} only")
 
     same = [f"{r['defence']} ({r['model']}: {r[seeds[0]]}{flags(r)})" for _, r in table.iterrows() if r["agree"]]
     moved = [f"{r['defence']} ({r['model']}: " + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str))

@@ -309,6 +309,9 @@ def test_webp_answer_says_whether_the_codec_removes_the_perturbation(energy, rem
     [line] = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.6, 0.55, 0.65)), codec)
     assert ("does not remove" in line) is not removes
     assert "No attack does better than plain BPDA" in line
+    assert line.startswith("**m:**")
+    [named] = verdicts.webp_answer(_webp_frame((0.6, 0.55, 0.65), (0.6, 0.55, 0.65)), codec, seed=3)
+    assert named.startswith("**m, seed 3:**")
 
 
 def test_webp_answer_calls_plain_bpda_masked_only_when_the_intervals_part():
@@ -435,7 +438,7 @@ def test_verdicts_over_seeds_name_the_labels_that_move_and_the_flags():
     table = verdicts.verdicts_over_seeds({0: flagged, 1: holds, 2: holds})
     row = table.iloc[0]
     assert [row["seed 0"], row["seed 1"], row["seed 2"]] == ["helps but does not hold", "holds", "holds"]
-    assert row["masking flagged on"] == "0" and not row["agree"]
+    assert row["masking flagged on"] == "seed 0" and not row["agree"]
     sentence = verdicts.seed_agreement(table)
     assert "changes with the seed for d (m: seed 0 helps but does not hold, seed 1 holds, seed 2 holds; " \
            "masking flagged on seed 0 only), so there the label is not a finding yet" in sentence
