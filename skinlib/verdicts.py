@@ -36,6 +36,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from skinlib.metrics import pool_over_seeds
+
 HOLDS = "holds against the adaptive attacker"
 PARTIAL = "helps against the adaptive attacker but does not hold"
 GREY_ONLY = "grey box only"
@@ -546,15 +548,50 @@ def seed_agreement(table: pd.DataFrame) -> str:
     return text + "."
 
 
-def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference: str = "pgd_at") -> str:
-    """Square's gain through ``defence`` (and through the reference defence) on every seed, and whether they agree.
+def square_reading(gains: list[tuple[float, float, float]], defence: str) -> str:
+    """What Square's gain through ``defence`` says, read per training seed and pooled over them.
 
-    The gradient-free check of one seed rests on 150-odd images and one random search; a
-    reading that flips between seeds does not settle whether a step removes perturbations
-    or hides the gradient. Empty text where fewer than two seeds ran Square.
+    ``gains`` holds one paired ``(value, ci_low, ci_high)`` per seed. With one seed, its
+    interval decides. With several, the seeds are pooled
+    (:func:`skinlib.metrics.pool_over_seeds`): where Cochran's Q says they measure
+    different effects (p < 0.05) nothing is settled; else the pooled interval decides,
+    and a pooled reading that single seeds do not all share says so. Returns a clause to
+    follow "Square is".
+
+    Examples:
+        >>> square_reading([(0.02, -0.03, 0.07)], "llt")[:40]
+        'not measurably blunted by the llt on its'
+    """
+    n, n_yes = len(gains), sum(_excludes_zero_above(g) for g in gains)
+    removed = "so part of the gain is perturbation the codec removes, not only a gradient the attacks cannot follow"
+    hidden = "so the gain against the gradient attacks is best read as a gradient they cannot follow"
+    if n == 1:
+        return (f"measurably blunted by the {defence} on its seed, {removed}" if n_yes else
+                f"not measurably blunted by the {defence} on its seed, {hidden}") + "; one seed is not yet a finding"
+    value, lo, hi, p = pool_over_seeds(gains)
+    stats = (f"{_pts(value)} points, {_pts(lo)} to {_pts(hi)}; the seeds differ "
+             f"{'measurably' if p < 0.05 else 'by no more than test sampling explains'}, Cochran's Q p "
+             + ("< 0.01" if p < 0.005 else f"= {p:.2f}"))
+    if p < 0.05:
+        return (f"measurably blunted by the {defence} on {n_yes} of {n} seeds, but the seeds measure different "
+                f"effects (pooled {stats}), so Square does not settle whether the gain is removed perturbation or a "
+                f"hidden gradient")
+    if lo > 0:
+        return (f"measurably blunted by the {defence} on {n_yes} of {n} seeds and pooled over them ({stats}), {removed}"
+                + ("" if n_yes == n else "; single seeds do not all show it, and a further seed would test it"))
+    return (f"not measurably blunted by the {defence} pooled over the {n} seeds ({stats}; on single seeds: {n_yes} "
+            f"of {n}), {hidden}")
+
+
+def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference: str = "pgd_at") -> str:
+    """Square's gain through ``defence`` (and through the reference defence) on every seed, and what it says.
+
+    The gradient-free check of one seed rests on 150-odd images and one random search, so
+    the seeds are read together (:func:`square_reading`). Empty text where fewer than two
+    seeds ran Square.
     """
     per_model: dict[str, list[str]] = {}
-    counts: dict[str, list[bool]] = {}
+    gains: dict[str, list[tuple[float, float, float]]] = {}
     for seed, results in sorted(by_seed.items()):
         res = _exp4(results)
         for model in res["model"].drop_duplicates():
@@ -566,24 +603,16 @@ def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference:
                     continue
                 bits.append(f"{d} {_pts(gain[0])} ({_pts(gain[1])} to {_pts(gain[2])})")
                 if d == defence:
-                    counts.setdefault(model, []).append(_excludes_zero_above(gain))
+                    gains.setdefault(model, []).append(gain)
             if bits:
                 per_model.setdefault(model, []).append(f"seed {seed}: " + ", ".join(bits))
     out = []
     for model, readings in per_model.items():
-        found = counts.get(model, [])
-        if len(found) < 2:
+        if len(gains.get(model, [])) < 2:
             continue
-        n_yes = sum(found)
-        verdict = (f"measurable on every seed: the {defence} blunts an attacker that needs no gradient, so part of "
-                   f"its gain is removed perturbation, not a hidden gradient" if n_yes == len(found) else
-                   f"measurable on none: on every seed an attacker that needs no gradient does about as well through "
-                   f"the {defence}, a consistent sign of a hidden gradient" if n_yes == 0 else
-                   f"measurable on {n_yes} of {len(found)} seeds: the seeds disagree, so Square does not settle "
-                   f"whether the {defence}'s gain is removed perturbation or a hidden gradient")
         out.append(f"Over training seeds ({model}), Square's gain against the undefended model, points with its "
-                   f"paired 95% interval ({reference} for reference) — " + "; ".join(readings) + f". Through the "
-                   f"{defence} it is {verdict}.")
+                   f"paired 95% interval ({reference} for reference) — " + "; ".join(readings) + f". Square is "
+                   f"{square_reading(gains[model], defence)}.")
     return " ".join(out)
 
 
@@ -600,10 +629,8 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
     One sentence per model of experiment 4, from every training seed that ran it
     (``by_seed`` as in :func:`verdicts_over_seeds`): the verdict's label on each seed, how
     many times the attacker's budget the defence is worth on each seed
-    (:func:`budget_multiple`, the reference defence beside it), and on how many seeds the
-    gradient-free Square is measurably blunted by it: on every seed, part of the gain is
-    removed perturbation; on none, the gain is best read as a hidden gradient; on some,
-    the question is not settled.
+    (:func:`budget_multiple`, the reference defence beside it), and what the gradient-free
+    Square's gain through it says, per seed and pooled (:func:`square_reading`).
 
     Examples:
         >>> webp_bottom_line({})
@@ -623,7 +650,7 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
                 m["ref"].append(budget_multiple(curves, model, reference))
             _, gain, bites = _square_cells(res[res["model"] == model], defence)
             if _finite(gain[0]) and bites:
-                m["square"].append(_excludes_zero_above(gain))
+                m["square"].append(gain)
     out = []
     for model, m in per_model.items():
         n = len(m["seeds"])
@@ -639,21 +666,10 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
             text += (f". Against the strongest gradient attack it is worth about {span} times the attacker's budget"
                      + (f" ({reference}: {min(ref):.1f} to {max(ref):.1f})" if len(ref) > 1 else
                         f" ({reference}: {ref[0]:.1f})" if ref else ""))
-        found = m["square"]
-        if not found:
-            text += ". Square did not run, so nothing separates removed perturbations from a hidden gradient."
-        elif all(found):
-            text += (f". The gradient-free Square is blunted by it on {'every seed' if len(found) > 1 else 'its seed'}, "
-                     f"so part of that gain is perturbation the codec removes, not only a gradient the attacks cannot "
-                     f"follow" + ("." if len(found) > 1 else "; one seed is not yet a finding."))
-        elif not any(found):
-            text += (f". The gradient-free Square is not measurably blunted by it on {'any seed' if len(found) > 1 else 'its seed'}, "
-                     f"so the gain against the gradient attacks is best read as a gradient they cannot follow, not as "
-                     f"removed perturbations" + ("." if len(found) > 1 else "; one seed is not yet a finding."))
+        if m["square"]:
+            text += f". The gradient-free Square is {square_reading(m['square'], defence)}."
         else:
-            text += (f". Whether that gain is perturbation the codec removes or a gradient the attacks cannot follow "
-                     f"is not settled: the gradient-free Square is measurably blunted by it on {sum(found)} of "
-                     f"{len(found)} seeds.")
+            text += ". Square did not run, so nothing separates removed perturbations from a hidden gradient."
         out.append(text)
     return out
 

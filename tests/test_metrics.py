@@ -19,6 +19,7 @@ from skinlib.metrics import (
     health_metrics,
     model_metrics,
     paired_difference,
+    pool_over_seeds,
 )
 
 # Worked example: 3 of the 7 classes occur in y_true: akiec (0), mel (4), nv (5).
@@ -387,3 +388,16 @@ def test_evaluate_and_bootstrap_ci_check_groups():
         evaluate(_Y, _Y, n_boot=10, groups=["a", "b", "c"])
     with pytest.raises(SkinlibError, match="groups"):
         bootstrap_ci(_accuracy, [_Y, _Y], 10, seed=0, groups=["a", "b"])
+
+
+def test_pool_over_seeds_weights_by_precision_and_tests_that_the_seeds_agree():
+    same = pool_over_seeds([(0.1, 0.05, 0.15), (0.1, 0.05, 0.15)])
+    assert same[0] == pytest.approx(0.1) and same[3] == pytest.approx(1.0)
+    # two equal seeds narrow the interval by sqrt(2)
+    assert same[2] - same[1] == pytest.approx(0.1 / np.sqrt(2))
+    # the narrower seed pulls the pooled value towards itself
+    value, lo, hi, p = pool_over_seeds([(0.0, -0.01, 0.01), (0.3, 0.0, 0.6)])
+    assert 0 < value < 0.01 and p > 0.05
+    assert pool_over_seeds([(0.0, -0.01, 0.01), (0.3, 0.29, 0.31)])[3] < 0.001
+    # one usable cell is not a pool
+    assert np.isnan(pool_over_seeds([(0.1, 0.05, 0.15), (0.2, np.nan, np.nan)])[0])
