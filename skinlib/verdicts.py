@@ -630,7 +630,8 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
     (``by_seed`` as in :func:`verdicts_over_seeds`): the verdict's label on each seed, how
     many times the attacker's budget the defence is worth on each seed
     (:func:`budget_multiple`, the reference defence beside it), and what the gradient-free
-    Square's gain through it says, per seed and pooled (:func:`square_reading`).
+    Square's gain through it says, per seed and pooled (:func:`square_reading`), with a
+    warning where Square is measurably weaker than the gradient attacks on the undefended model.
 
     Examples:
         >>> webp_bottom_line({})
@@ -651,6 +652,10 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
             _, gain, bites = _square_cells(res[res["model"] == model], defence)
             if _finite(gain[0]) and bites:
                 m["square"].append(gain)
+            power = _cell(res[(res["model"] == model) & (res["defence"] == "none")], attack="square",
+                          setting="whitebox", metric="accuracy_vs_gradient")
+            if _excludes_zero_above(power):
+                m.setdefault("weak", []).append(power[0])
     out = []
     for model, m in per_model.items():
         n = len(m["seeds"])
@@ -668,6 +673,12 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
                         f" ({reference}: {ref[0]:.1f})" if ref else ""))
         if m["square"]:
             text += f". The gradient-free Square is {square_reading(m['square'], defence)}."
+            weak = m.get("weak", [])
+            if weak:
+                span = _pts(min(weak)) if len(weak) == 1 else f"{_pts(min(weak))} to {_pts(max(weak))}"
+                text += (f" Square is a weak probe here, though: on the undefended model it stays {span} points above "
+                         f"the gradient attacks, so it shows what an attacker without gradients gets, not how far a "
+                         f"stronger one would go.")
         else:
             text += ". Square did not run, so nothing separates removed perturbations from a hidden gradient."
         out.append(text)
