@@ -124,9 +124,9 @@ else:
 # experiment 4's verdicts, recomputed on every seed that ran it
 adaptive_by_seed = {k: read_results(path) for k, path in seed_files(prof, "exp4_adaptive.csv").items()}
 curves_by_seed = {k: pd.read_csv(path) for k, path in seed_files(prof, "exp4_adaptive_curves.csv").items()}
+exp4_by_seed = {k: (frame, curves_by_seed.get(k)) for k, frame in adaptive_by_seed.items()}
 if adaptive_by_seed:
-    over_seeds_verdicts = verdicts.verdicts_over_seeds(
-        {k: (frame, curves_by_seed.get(k)) for k, frame in adaptive_by_seed.items()})
+    over_seeds_verdicts = verdicts.verdicts_over_seeds(exp4_by_seed)
     display(Markdown(f"**Experiment 4's verdicts over training seeds.** {verdicts.seed_agreement(over_seeds_verdicts)}"))
     display(styled(over_seeds_verdicts.drop(columns="agree").set_index(["model", "defence"])))
 
@@ -147,7 +147,7 @@ parts_csv = source_dir / "exp3_2_llt_parts.csv"
 if webp and len(adaptive_by_seed) > 1:
     webp += [line for line in [verdicts.square_over_seeds(adaptive_by_seed, "llt")] if line]
 if webp and adaptive_by_seed:
-    webp = verdicts.webp_bottom_line({k: (frame, curves_by_seed.get(k)) for k, frame in adaptive_by_seed.items()}) + webp
+    webp = verdicts.webp_bottom_line(exp4_by_seed) + webp
 if webp and parts_csv.is_file():
     webp += verdicts.llt_parts_answer(pd.read_csv(parts_csv))
 display(Markdown("\n".join(f"- {line}" for line in webp) if webp else

@@ -643,7 +643,8 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
         res = _exp4(results)
         for _, row in table[table["defence"] == defence].iterrows():
             model = row["model"]
-            m = per_model.setdefault(model, {"seeds": [], "labels": [], "worth": [], "ref": [], "square": []})
+            m = per_model.setdefault(model, {"seeds": [], "labels": [], "worth": [], "ref": [], "square": [],
+                                                  "weak": []})
             m["seeds"].append(seed)
             m["labels"].append(_SHORT_VERDICT.get(row["verdict"], row["verdict"]))
             if curves is not None and not curves.empty:
@@ -655,7 +656,7 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
             power = _cell(res[(res["model"] == model) & (res["defence"] == "none")], attack="square",
                           setting="whitebox", metric="accuracy_vs_gradient")
             if _excludes_zero_above(power):
-                m.setdefault("weak", []).append(power[0])
+                m["weak"].append(power[0])
     out = []
     for model, m in per_model.items():
         n = len(m["seeds"])
@@ -673,7 +674,7 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
                         f" ({reference}: {ref[0]:.1f})" if ref else ""))
         if m["square"]:
             text += f". The gradient-free Square is {square_reading(m['square'], defence)}."
-            weak = m.get("weak", [])
+            weak = m["weak"]
             if weak:
                 span = _pts(min(weak)) if len(weak) == 1 else f"{_pts(min(weak))} to {_pts(max(weak))}"
                 text += (f" Square is a weak probe here, though: on the undefended model it stays {span} points above "
