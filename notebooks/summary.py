@@ -145,7 +145,7 @@ webp = verdicts.webp_answer(results, json.loads(codec_json.read_text()) if codec
                             adaptive_curves, seed=prof.primary_seed) if not results.empty else []
 parts_csv = source_dir / "exp3_2_llt_parts.csv"
 if webp and len(adaptive_by_seed) > 1:
-    webp += [line for line in [verdicts.square_over_seeds(adaptive_by_seed, "llt")] if line]
+    webp += [line for line in [verdicts.square_over_seeds(adaptive_by_seed, "llt", reading=False)] if line]
 if webp and adaptive_by_seed:
     webp = verdicts.webp_bottom_line(exp4_by_seed) + webp
 if webp and parts_csv.is_file():

@@ -404,7 +404,7 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
         measurable = _finite(bpda[1]) and _finite(worst[2]) and worst[2] < bpda[1]
         if gap > 0:
             parts.append(
-                f"Plain BPDA (PGD with the identity as WebP's gradient) leaves the LLT {bpda[0]:.1%} "
+                f"Plain BPDA (PGD with the identity as WebP's gradient) leaves {system_text(defence)} {bpda[0]:.1%} "
                 f"({_range(bpda)}); the worst case over all white-box attacks (the codec-gradient and low-frequency PGD "
                 f"among them) {worst[0]:.1%} ({_range(worst)}): "
                 f"{100 * gap:.1f} points lower, " + ("so part of what plain BPDA shows is gradient masking."
@@ -425,14 +425,14 @@ def webp_answer(results: pd.DataFrame, codec: Optional[dict], curves: Optional[p
                 c = c.sort_values("x")
                 points = ", ".join(f"{a:.0%} at {x:g}/255" for x, a in zip(c["x"].iloc[-2:], c["accuracy"].iloc[-2:]))
                 how = "codec-gradient PGD" if _curve_attack(c) == "pgd_codec" else "plain BPDA"
-                parts.append(f"Along its eps curve ({how}) the LLT keeps {points}"
+                parts.append(f"Along its eps curve ({how}) {system_text(defence)} keeps {points}"
                              + (": whatever it does to perturbations of the thesis's size, it does not stop larger "
                                 "ones." if c["accuracy"].iloc[-1] <= CURVE_FLOOR else "."))
                 worth = budget_multiple(curves, model, defence)
                 reference = budget_multiple(curves, model, "pgd_at")
                 if _finite(worth):
                     parts.append(
-                        f"Set beside the undefended model's curve, the LLT is worth about {worth:.1f} times the "
+                        f"Set beside the undefended model's curve, {system_text(defence)} is worth about {worth:.1f} times the "
                         f"attacker's budget (the median over the curve's points: to bring it as low as the undefended "
                         f"model, the attacker needs that much more eps)"
                         + (f"; PGD adversarial training, {reference:.1f} times." if _finite(reference) else "."))
@@ -476,13 +476,13 @@ def square_sentence(results: pd.DataFrame, defence: str) -> str:
                 f"query budget ({_pts(lost[0])} points, {_pts(lost[1])} to {_pts(lost[2])}), so it cannot tell "
                 f"removal from hiding.")
     text = (f"Square, which needs no gradient, takes {-100 * lost[0]:.1f} points from the undefended model on "
-            f"its images ({-100 * lost[2]:.1f} to {-100 * lost[1]:.1f}); through the {defence} it is "
+            f"its images ({-100 * lost[2]:.1f} to {-100 * lost[1]:.1f}); through {system_text(defence)} it is "
             f"{_pts(gain[0])} points against the undefended model ({_pts(gain[1])} to {_pts(gain[2])}), ")
     if _excludes_zero_above(gain):
-        return text + (f"winning back {gain[0] / -lost[0]:.0%} of that: the {defence} blunts an attacker that never "
+        return text + (f"winning back {gain[0] / -lost[0]:.0%} of that: {system_text(defence)} blunts an attacker that never "
                        f"uses its gradient as well, so its gain is not only a hidden gradient.")
     return text + (f"no measurable gain: an attacker that never uses its gradient does about as well through it, "
-                   f"so on these images what the gradient attacks lose against the {defence} points to a hidden "
+                   f"so on these images what the gradient attacks lose against {system_text(defence)} points to a hidden "
                    f"gradient rather than removed perturbations.")
 
 
@@ -560,35 +560,38 @@ def square_reading(gains: list[tuple[float, float, float]], defence: str) -> str
 
     Examples:
         >>> square_reading([(0.02, -0.03, 0.07)], "llt")[:40]
-        'not measurably blunted by the llt on its'
+        'not measurably blunted by the LLT on its'
     """
-    n, n_yes = len(gains), sum(_excludes_zero_above(g) for g in gains)
+    n, n_yes, name = len(gains), sum(_excludes_zero_above(g) for g in gains), system_text(defence)
     removed = "so part of the gain is perturbation the codec removes, not only a gradient the attacks cannot follow"
     hidden = "so the gain against the gradient attacks is best read as a gradient they cannot follow"
     if n == 1:
-        return (f"measurably blunted by the {defence} on its seed, {removed}" if n_yes else
-                f"not measurably blunted by the {defence} on its seed, {hidden}") + "; one seed is not yet a finding"
+        return (f"measurably blunted by {name} on its seed, {removed}" if n_yes else
+                f"not measurably blunted by {name} on its seed, {hidden}") + "; one seed is not yet a finding"
     value, lo, hi, p = pool_over_seeds(gains)
     stats = (f"{_pts(value)} points, {_pts(lo)} to {_pts(hi)}; the seeds differ "
              f"{'measurably' if p < 0.05 else 'by no more than test sampling explains'}, Cochran's Q p "
              + ("< 0.01" if p < 0.005 else f"= {p:.2f}"))
     if p < 0.05:
-        return (f"measurably blunted by the {defence} on {n_yes} of {n} seeds, but the seeds measure different "
+        return (f"measurably blunted by {name} on {n_yes} of {n} seeds, but the seeds measure different "
                 f"effects (pooled {stats}), so Square does not settle whether the gain is removed perturbation or a "
                 f"hidden gradient")
     if lo > 0:
-        return (f"measurably blunted by the {defence} on {n_yes} of {n} seeds and pooled over them ({stats}), {removed}"
+        return (f"measurably blunted by {name} on {n_yes} of {n} seeds and pooled over them ({stats}), {removed}"
                 + ("" if n_yes == n else "; single seeds do not all show it, and a further seed would test it"))
-    return (f"not measurably blunted by the {defence} pooled over the {n} seeds ({stats}; on single seeds: {n_yes} "
+    return (f"not measurably blunted by {name} pooled over the {n} seeds ({stats}; on single seeds: {n_yes} "
             f"of {n}), {hidden}")
 
 
-def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference: str = "pgd_at") -> str:
+def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference: str = "pgd_at",
+                      reading: bool = True) -> str:
     """Square's gain through ``defence`` (and through the reference defence) on every seed, and what it says.
 
     The gradient-free check of one seed rests on 150-odd images and one random search, so
-    the seeds are read together (:func:`square_reading`). Empty text where fewer than two
-    seeds ran Square.
+    the seeds are read together (:func:`square_reading`). ``reading=False`` gives the
+    numbers and the pooled estimate only, for a page that states the reading elsewhere
+    (the summary's short answer, :func:`webp_bottom_line`). Empty text where fewer than
+    two seeds ran Square.
     """
     per_model: dict[str, list[str]] = {}
     gains: dict[str, list[tuple[float, float, float]]] = {}
@@ -601,7 +604,7 @@ def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference:
                 lost, gain, bites = _square_cells(r, d)
                 if not (_finite(gain[0]) and bites):
                     continue
-                bits.append(f"{d} {_pts(gain[0])} ({_pts(gain[1])} to {_pts(gain[2])})")
+                bits.append(f"{system_text(d)} {_pts(gain[0])} ({_pts(gain[1])} to {_pts(gain[2])})")
                 if d == defence:
                     gains.setdefault(model, []).append(gain)
             if bits:
@@ -610,9 +613,15 @@ def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference:
     for model, readings in per_model.items():
         if len(gains.get(model, [])) < 2:
             continue
-        out.append(f"Over training seeds ({model}), Square's gain against the undefended model, points with its "
-                   f"paired 95% interval ({reference} for reference) — " + "; ".join(readings) + f". Square is "
-                   f"{square_reading(gains[model], defence)}.")
+        text = (f"Over training seeds ({model}), Square's gain against the undefended model, points with its paired "
+                f"95% interval ({system_text(reference)} for reference) — " + "; ".join(readings) + ".")
+        if reading:
+            text += f" Square is {square_reading(gains[model], defence)}."
+        else:
+            value, lo, hi, p = pool_over_seeds(gains[model])
+            text += (f" Pooled over the seeds, {system_text(defence)}: {_pts(value)} ({_pts(lo)} to {_pts(hi)}), "
+                     f"Cochran's Q p " + ("< 0.01" if p < 0.005 else f"= {p:.2f}") + ".")
+        out.append(text)
     return " ".join(out)
 
 
@@ -664,14 +673,14 @@ def webp_bottom_line(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFram
         labels = (f"{m['labels'][0]} on {'every seed' if n > 1 else 'that seed'}" if len(set(m["labels"])) == 1
                   else "gets a label that moves with the seed (" + ", ".join(
                       f"seed {k}: {lab}" for k, lab in zip(m["seeds"], m["labels"])) + ")")
-        text = f"**In short ({model}, {seeds}):** against the adaptive attacker the {defence} {labels}"
+        text = f"**In short ({model}, {seeds}):** against the adaptive attacker {system_text(defence)} {labels}"
         worth = [w for w in m["worth"] if _finite(w)]
         if worth:
             ref = [w for w in m["ref"] if _finite(w)]
             span = f"{min(worth):.1f}" if len(worth) == 1 else f"{min(worth):.1f} to {max(worth):.1f}"
             text += (f". Against the strongest gradient attack it is worth about {span} times the attacker's budget"
-                     + (f" ({reference}: {min(ref):.1f} to {max(ref):.1f})" if len(ref) > 1 else
-                        f" ({reference}: {ref[0]:.1f})" if ref else ""))
+                     + (f" ({system_text(reference)}: {min(ref):.1f} to {max(ref):.1f})" if len(ref) > 1 else
+                        f" ({system_text(reference)}: {ref[0]:.1f})" if ref else ""))
         if m["square"]:
             text += f". The gradient-free Square is {square_reading(m['square'], defence)}."
             weak = m["weak"]
@@ -823,6 +832,21 @@ WORD_RULE = (
     'A defence is never said to "hold" on the strength of experiments 3.1-3.3: only the adaptive '
     "evaluation of experiment 4 gives that word, by the rule of the methods chapter."
 )
+#: How each system of the ``defence`` column is named in a sentence.
+SYSTEM_TEXT: dict[str, str] = {"none": "the undefended model", "retraining": "retraining", "llt": "the LLT",
+                               "retraining+llt": "retraining with the LLT", "pgd_at": "PGD adversarial training"}
+
+
+def system_text(defence: str) -> str:
+    """``defence`` named in a sentence (:data:`SYSTEM_TEXT`; an unknown id as it is).
+
+    Examples:
+        >>> system_text("llt")
+        'the LLT'
+    """
+    return SYSTEM_TEXT.get(defence, defence)
+
+
 #: The defences of experiments 3.1-3.3: (experiment, defence, name in a sentence).
 DEFENCES: tuple[tuple[str, str, str], ...] = (
     ("exp3_1_retraining", "retraining", "retraining"),

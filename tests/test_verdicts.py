@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinlib import verdicts
+from skinlib import metrics, verdicts
 
 
 def _row(defence, attack, setting, metric, value, lo=np.nan, hi=np.nan, model="m", grouping=""):
@@ -452,15 +452,19 @@ def test_verdicts_over_seeds_name_the_labels_that_move_and_the_flags():
     ([(0.01, -0.04, 0.06), (0.12, 0.06, 0.18)], "on 1 of 2 seeds, but the seeds measure different effects"),
     ([(0.04, -0.014, 0.099), (0.113, 0.058, 0.174)], "on 1 of 2 seeds and pooled over them (+7.6 points, +3.5 to "
                                                      "+11.6; the seeds differ by no more than test sampling explains"),
-    ([(0.01, -0.04, 0.06), (0.02, -0.03, 0.07)], "not measurably blunted by the llt pooled over the 2 seeds"),
+    ([(0.01, -0.04, 0.06), (0.02, -0.03, 0.07)], "not measurably blunted by the LLT pooled over the 2 seeds"),
     ([(0.15, 0.08, 0.22), (0.12, 0.06, 0.18)], "on 2 of 2 seeds and pooled over them"),
 ])
 def test_square_over_seeds_says_whether_the_seeds_agree(gains, word):
     by_seed = {seed: _with_square(g).replace({"defence": {"d": "llt"}}) for seed, g in enumerate(gains)}
     text = verdicts.square_over_seeds(by_seed, "llt")
     assert word in text
-    assert f"seed 0: llt {100 * gains[0][0]:+.1f} ({100 * gains[0][1]:+.1f} to {100 * gains[0][2]:+.1f})" in text
+    assert f"seed 0: the LLT {100 * gains[0][0]:+.1f} ({100 * gains[0][1]:+.1f} to {100 * gains[0][2]:+.1f})" in text
     assert verdicts.square_over_seeds({0: by_seed[0]}, "llt") == ""  # one seed cannot disagree with itself
+    numbers_only = verdicts.square_over_seeds(by_seed, "llt", reading=False)
+    assert word not in numbers_only and "Square is" not in numbers_only
+    value, lo, hi, _ = metrics.pool_over_seeds(gains)
+    assert f"Pooled over the seeds, the LLT: {100 * value:+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f})" in numbers_only
 
 
 def _adaptive_seed(square_gain: tuple[float, float, float], llt_curve: list[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -486,7 +490,8 @@ def test_webp_bottom_line_reads_square_over_seeds_and_the_budget_multiple(gains,
     by_seed = {0: _adaptive_seed(gains[0], [0.8, 0.65, 0.5, 0.2, 0.0]),
                1: _adaptive_seed(gains[1], [0.8, 0.72, 0.65, 0.5, 0.2])}
     [line] = verdicts.webp_bottom_line(by_seed)
-    assert "2 training seeds" in line and "helps but does not hold on every seed" in line
+    assert "2 training seeds" in line and "the LLT helps but does not hold on every seed" in line
+    assert "pgd_at" not in line and " llt " not in line  # systems named in words, not by their ids
     assert "worth about 2.0 to 4.0 times the attacker's budget" in line
     assert words in line
     [one] = verdicts.webp_bottom_line({0: by_seed[0]})
