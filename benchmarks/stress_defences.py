@@ -15,7 +15,10 @@ with a paired lesion-bootstrap interval of the drop (:func:`skinlib.metrics.pair
 Usage::
 
     SKINLIB_CACHE_DIR=<the run's cache> python benchmarks/stress_defences.py --profile ham10000 \\
-        --seed 0 --data-dir ../shared/data/ham10000 --out stress.csv [--systems retraining+llt pgd_at]
+        --seed 0 --data-dir ../shared/data/ham10000 --out results/ham10000/stress_defences.csv \\
+        [--systems retraining+llt pgd_at]
+
+The summary page reads ``results/<profile>/stress_defences.csv`` (:func:`skinlib.verdicts.stress_reading`).
 """
 
 from __future__ import annotations

@@ -131,6 +131,25 @@ if adaptive_by_seed:
     display(styled(over_seeds_verdicts.drop(columns="agree").set_index(["model", "defence"])))
 
 # %% [markdown]
+# ## The defences that hold, attacked harder
+#
+# A defence that holds up is the one to attack harder (Carlini et al. 2019). The script
+# `benchmarks/stress_defences.py` re-runs experiment 4's headline gradient attacks on a
+# seed's cached models, then a cascade of harder ones (more steps and restarts, another
+# loss, small steps, other low-frequency grids, longer APGD, Square with more queries),
+# each on the images that every earlier attack left correct. Its table, where it was run
+# for this profile, is read here against the rule of the methods chapter.
+
+# %% tags=["hide-input"]
+stress_csv = source_dir / "stress_defences.csv"
+stress_lines = verdicts.stress_reading(pd.read_csv(stress_csv), adaptive_by_seed) if stress_csv.is_file() else []
+if stress_lines:
+    display(Markdown("\n".join(f"- {line}" for line in stress_lines)))
+    display(styled(verdicts.stress_table(pd.read_csv(stress_csv)).set_index(["system", "stage", "attack"])))
+else:
+    display(Markdown("The harder battery has not been run for this profile (`benchmarks/stress_defences.py`)."))
+
+# %% [markdown]
 # ## Does WebP remove small perturbations, or hide the gradient?
 #
 # The question the LLT leaves open, answered from experiment 4's measurements of the

@@ -497,3 +497,29 @@ def test_webp_bottom_line_reads_square_over_seeds_and_the_budget_multiple(gains,
     [one] = verdicts.webp_bottom_line({0: by_seed[0]})
     assert "1 training seed)" in one and "one seed is not yet a finding" in one
     assert "stays +23.0 points above the gradient attacks" in one
+
+
+def _stress(after: float) -> pd.DataFrame:
+    base = {"profile": "p", "seed": 0, "model": "m", "defence": "retraining+llt", "n_images": 500}
+    rows = [{**base, "stage": "headline", "attack": "pgd", "attacked": 400, "newly_broken": 100, "accuracy": 0.6},
+            {**base, "stage": "harder", "attack": "pgd (x5)", "attacked": 300, "newly_broken": 10, "accuracy": after},
+            {**base, "stage": "summary", "attack": "drop", "attacked": 500, "newly_broken": 10,
+             "accuracy": after - 0.6, "ci_low": after - 0.62, "ci_high": after - 0.58}]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("after, words", [(0.58, "still at least the 50%"), (0.45, "does not survive")])
+def test_stress_reading_rereads_the_won_back_share_with_the_harder_worst_case(after, words):
+    rows = [("none", "none", "clean", 0.8), ("none", "worst_case", "whitebox", 0.2),
+            ("retraining+llt", "worst_case", "whitebox", 0.6)]
+    results = pd.DataFrame([{"experiment": "exp4_adaptive", "model": "m", "defence": d, "attack": a, "setting": st,
+                             "grouping": "", "metric": "accuracy", "value": v, "ci_low": v - 0.05,
+                             "ci_high": v + 0.05} for d, a, st, v in rows])
+    [line] = verdicts.stress_reading(_stress(after), {0: results})
+    assert verdicts.stress_reading(_stress(after), {1: results}) == []  # another seed's results do not count
+    assert line.startswith("**retraining with the LLT (m, seed 0), attacked harder:**")
+    assert f"take it to {after:.1%}" in line and words in line
+    share = (after - 0.2) / 0.6
+    assert f"wins back {share:.0%}" in line
+    table = verdicts.stress_table(_stress(after))
+    assert list(table["attack"]) == ["pgd", "pgd (x5)"] and table["accuracy after"].iloc[-1] == f"{after:.1%}"
