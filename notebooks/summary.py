@@ -138,14 +138,18 @@ if adaptive_by_seed:
 # seed's cached models, then a cascade of harder ones (more steps and restarts, another
 # loss, small steps, other low-frequency grids, longer APGD, Square with more queries),
 # each on the images that every earlier attack left correct. Its table, where it was run
-# for this profile, is read here against the rule of the methods chapter.
+# for this profile, is read here against the rule of the methods chapter. In the cascade,
+# `attacked` counts the images still correct before an attack, `broke` those it turned
+# wrong, and `after` is the accuracy after it.
 
 # %% tags=["hide-input"]
 stress_csv = source_dir / "stress_defences.csv"
 stress_lines = verdicts.stress_reading(pd.read_csv(stress_csv), adaptive_by_seed) if stress_csv.is_file() else []
 if stress_lines:
     display(Markdown("\n".join(f"- {line}" for line in stress_lines)))
-    display(styled(verdicts.stress_table(pd.read_csv(stress_csv)).set_index(["system", "stage", "attack"])))
+    for system, cascade in verdicts.stress_table(pd.read_csv(stress_csv)).groupby("system", sort=False):
+        display(Markdown(f"**The cascade against {system}**"))
+        display(styled(cascade.drop(columns="system").set_index("attack")))
 else:
     display(Markdown("The harder battery has not been run for this profile (`benchmarks/stress_defences.py`)."))
 

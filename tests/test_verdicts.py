@@ -518,8 +518,13 @@ def test_stress_reading_rereads_the_won_back_share_with_the_harder_worst_case(af
     [line] = verdicts.stress_reading(_stress(after), {0: results})
     assert verdicts.stress_reading(_stress(after), {1: results}) == []  # another seed's results do not count
     assert line.startswith("**retraining with the LLT (m, seed 0), attacked harder:**")
+    assert "still break images" in line  # one harder attack, and it broke 10: not flattened out
+    flat = pd.concat([_stress(after).iloc[:2]] + [_stress(after).iloc[[1]].assign(newly_broken=k) for k in (0, 1, 0)]
+                     + [_stress(after).iloc[[2]]], ignore_index=True)
+    assert "The last 3 of them broke 1 between them: the cascade has flattened out." in \
+        verdicts.stress_reading(flat, {0: results})[0]
     assert f"take it to {after:.1%}" in line and words in line
     share = (after - 0.2) / 0.6
     assert f"wins back {share:.0%}" in line
     table = verdicts.stress_table(_stress(after))
-    assert list(table["attack"]) == ["pgd", "pgd (x5)"] and table["accuracy after"].iloc[-1] == f"{after:.1%}"
+    assert list(table["attack"]) == ["pgd", "pgd (x5)"] and table["after"].iloc[-1] == f"{after:.1%}"
