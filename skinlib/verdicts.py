@@ -619,6 +619,11 @@ def seed_agreement(table: pd.DataFrame) -> str:
     return text + "."
 
 
+def _q_p(p: float) -> str:
+    """Cochran's Q p-value as the sentences print it: "< 0.01" or "= 0.88"."""
+    return "< 0.01" if p < 0.005 else f"= {p:.2f}"
+
+
 def square_reading(gains: list[tuple[float, float, float]], defence: str) -> str:
     """What Square's gain through ``defence`` says, read per training seed and pooled over them.
 
@@ -642,7 +647,7 @@ def square_reading(gains: list[tuple[float, float, float]], defence: str) -> str
     value, lo, hi, p = pool_over_seeds(gains)
     stats = (f"{_pts(value)} points, {_pts(lo)} to {_pts(hi)}; the seeds differ "
              f"{'measurably' if p < 0.05 else 'by no more than test sampling explains'}, Cochran's Q p "
-             + ("< 0.01" if p < 0.005 else f"= {p:.2f}"))
+             + _q_p(p))
     if p < 0.05:
         return (f"measurably blunted by {name} on {n_yes} of {n} seeds, but the seeds measure different "
                 f"effects (pooled {stats}), so Square does not settle whether the gain is removed perturbation or a "
@@ -691,7 +696,7 @@ def square_over_seeds(by_seed: dict[int, pd.DataFrame], defence: str, reference:
         else:
             value, lo, hi, p = pool_over_seeds(gains[model])
             text += (f" Pooled over the seeds, {system_text(defence)}: {_pts(value)} ({_pts(lo)} to {_pts(hi)}), "
-                     f"Cochran's Q p " + ("< 0.01" if p < 0.005 else f"= {p:.2f}") + ".")
+                     f"Cochran's Q p " + _q_p(p) + ".")
         out.append(text)
     return " ".join(out)
 
