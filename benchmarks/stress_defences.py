@@ -33,19 +33,27 @@ from typing import Any, Callable
 import numpy as np
 
 
-def _cascade(system: Any, x: np.ndarray, y: np.ndarray, stages: list[tuple[str, str, Callable]],
+Stage = tuple[str, str, Callable, "np.ndarray | None"]
+
+
+def _cascade(system: Any, x: np.ndarray, y: np.ndarray, stages: list[Stage],
              log: Callable[[str], None]) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
-    """Run ``stages`` in order on the images still correctly classified; return rows and the
-    headline and final per-image predictions (``stage == "headline"`` marks the headline attacks)."""
+    """Run ``stages`` in order, each on the images still correctly classified (and, where the
+    stage names positions, only on those); return rows and the headline and final per-image
+    predictions (``stage == "headline"`` marks the headline attacks).
+
+    Shape: ``x`` is ``(n, h, w, 3)`` in [0, 1]; ``y`` and both returned predictions are ``(n,)``.
+    """
     from skinlib import tf_backend
 
     pred = tf_backend.predict_labels(system, x)
     headline = None
     rows = []
-    for stage, attack, fn in stages:
+    for stage, attack, fn, positions in stages:
         if stage != "headline" and headline is None:
             headline = pred.copy()
-        alive = np.flatnonzero(pred == y)
+        candidates = np.arange(len(y)) if positions is None else np.asarray(positions)
+        alive = candidates[pred[candidates] == y[candidates]]
         start = time.perf_counter()
         broken = 0
         if len(alive):
@@ -121,42 +129,29 @@ def main(argv: list[str] | None = None) -> int:
                 return lambda xs, ys: attacks.apgd(system, xs, ys, [eps], loss=loss, steps=steps, seed=seed)[eps]
 
             low = {k: max(1, round(x.shape[1] / k)) for k in (2, cfg.lowfreq_factor, 8)}
-            stages = [("headline", "pgd", pgd(**head)), ("headline", "apgd_ce", apgd("ce", cfg.steps)),
-                      ("headline", "apgd_dlr", apgd("dlr", cfg.steps))]
+            stages = [("headline", "pgd", pgd(**head), None), ("headline", "apgd_ce", apgd("ce", cfg.steps), None),
+                      ("headline", "apgd_dlr", apgd("dlr", cfg.steps), None)]
             if with_llt:
-                stages += [("headline", "pgd_lowfreq", pgd(low_resolution=low[cfg.lowfreq_factor], **head)),
-                           ("headline", "pgd_codec", pgd(**codec, **head))]
+                stages += [("headline", "pgd_lowfreq", pgd(low_resolution=low[cfg.lowfreq_factor], **head), None),
+                           ("headline", "pgd_codec", pgd(**codec, **head), None)]
             tag = f"x{f} steps, x{f} restarts"
-            stages += [("harder", f"pgd{'_codec' if with_llt else ''} ({tag})", pgd(**codec, **hard)),
-                       ("harder", f"pgd{'_codec' if with_llt else ''} dlr ({tag})", pgd(loss="dlr", **codec, **hard)),
+            pgd_name = "pgd_codec" if with_llt else "pgd"
+            stages += [("harder", f"{pgd_name} ({tag})", pgd(**codec, **hard), None),
+                       ("harder", f"{pgd_name} dlr ({tag})", pgd(loss="dlr", **codec, **hard), None),
                        ("harder", f"pgd from clean, step eps/10, {cfg.steps * 10} steps",
-                        pgd(steps=cfg.steps * 10, step_size=eps / 10, random_start=False, seed=seed, **codec))]
+                        pgd(steps=cfg.steps * 10, step_size=eps / 10, random_start=False, seed=seed, **codec), None)]
             if with_llt:
-                stages += [("harder", f"pgd identity ({tag})", pgd(**hard))]
-                stages += [("harder", f"pgd_lowfreq codec 1/{k} ({tag})", pgd(low_resolution=low[k], **codec, **hard))
-                           for k in (2, cfg.lowfreq_factor, 8)]
-            stages += [("harder", f"apgd_ce ({cfg.steps * f} steps)", apgd("ce", cfg.steps * f)),
-                       ("harder", f"apgd_dlr ({cfg.steps * f} steps)", apgd("dlr", cfg.steps * f))]
+                stages += [("harder", f"pgd identity ({tag})", pgd(**hard), None)]
+                stages += [("harder", f"pgd_lowfreq codec 1/{k} ({tag})",
+                            pgd(low_resolution=low[k], **codec, **hard), None) for k in (2, cfg.lowfreq_factor, 8)]
+            stages += [("harder", f"apgd_ce ({cfg.steps * f} steps)", apgd("ce", cfg.steps * f), None),
+                       ("harder", f"apgd_dlr ({cfg.steps * f} steps)", apgd("dlr", cfg.steps * f), None)]
+            # Square, with more queries, on its own subset of the images every gradient attack left correct
+            stages += [("harder", f"square ({args.square_queries} queries, its subset)",
+                        lambda xs, ys: attacks.square(system, xs, ys, [eps], queries=args.square_queries,
+                                                      p_init=cfg.square_p_init, seed=seed + 1)[eps], on_square)]
             print(f"[stress] {name} / {defence}: {len(x)} images, eps {eps * 255:.3g}/255", flush=True)
             system_rows, headline, final = _cascade(system, x, y, stages, lambda s: print(s, flush=True))
-            # Square, with more queries, on the images of its subset that every gradient attack left correct
-            alive = np.flatnonzero(final[on_square] == y[on_square])
-            start = time.perf_counter()
-            if len(alive):
-                pos = on_square[alive]
-                adv = attacks.square(system, x[pos], y[pos], [eps], queries=args.square_queries,
-                                     p_init=cfg.square_p_init, seed=seed + 1)[eps]
-                from skinlib import tf_backend
-
-                new = tf_backend.predict_labels(system, adv)
-                hit = new != y[pos]
-                final[pos[hit]] = new[hit]
-            system_rows.append({"stage": "harder", "attack": f"square ({args.square_queries} queries, its subset)",
-                                "attacked": len(alive), "newly_broken": int(hit.sum()) if len(alive) else 0,
-                                "accuracy": float(np.mean(final == y)),
-                                "seconds": round(time.perf_counter() - start, 1)})
-            print(f"  harder    {system_rows[-1]['attack']:38s} on {len(alive):4d}: broke "
-                  f"{system_rows[-1]['newly_broken']:3d} -> {system_rows[-1]['accuracy']:.3f}", flush=True)
             diff = metrics.paired_difference(y, final, headline, groups=groups, n_boot=1000, seed=seed,
                                              metrics=["accuracy"])["accuracy"]
             system_rows.append({"stage": "summary", "attack": "harder worst case minus headline gradient worst case",
