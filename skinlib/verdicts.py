@@ -608,8 +608,9 @@ def seed_agreement(table: pd.DataFrame) -> str:
         return "" if on == "none" else ("; masking flagged on every seed" if len(on.split(", ")) == len(seeds)
                                         else f"; masking flagged on {on} only")
 
-    same = [f"{r['defence']} ({r['model']}: {r[seeds[0]]}{flags(r)})" for _, r in table.iterrows() if r["agree"]]
-    moved = [f"{r['defence']} ({r['model']}: " + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str))
+    same = [f"{system_text(r['defence'])} ({r['model']}: {r[seeds[0]]}{flags(r)})"
+            for _, r in table.iterrows() if r["agree"]]
+    moved = [f"{system_text(r['defence'])} ({r['model']}: " + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str))
              + f"{flags(r)})" for _, r in table.iterrows() if not r["agree"]]
     text = f"Over the {len(seeds)} training seeds that ran experiment 4 ({', '.join(seeds)}), "
     text += (f"the label is the same on every seed for {_and(same)}" if same else

@@ -445,6 +445,8 @@ def test_verdicts_over_seeds_name_the_labels_that_move_and_the_flags():
     same = verdicts.verdicts_over_seeds({0: holds, 1: holds})
     assert bool(same["agree"].iloc[0]) and "the label is the same on every seed for d (m: holds)" in \
         verdicts.seed_agreement(same)
+    # a known system is named in words, not by its id
+    assert "for the LLT (m: holds)" in verdicts.seed_agreement(same.assign(defence="llt"))
     assert "one training seed" in verdicts.seed_agreement(verdicts.verdicts_over_seeds({0: holds}))
 
 
