@@ -525,6 +525,29 @@ def verdicts_over_seeds(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataF
                          for (m, d), c in labels.items()])
 
 
+def seed_verdict_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`verdicts_over_seeds` for the page: one row per model and system (named in words),
+    the seeds grouped by the label they gave, so the table keeps its width however many seeds ran.
+
+    Examples:
+        >>> t = pd.DataFrame([{"model": "m", "defence": "llt", "seed 0": "holds", "seed 1": "holds",
+        ...                    "seed 2": "helps but does not hold", "masking flagged on": "none", "agree": False}])
+        >>> seed_verdict_table(t)["verdict by seed"].iloc[0]
+        'holds (seeds 0, 1); helps but does not hold (seed 2)'
+    """
+    seeds = [c for c in table.columns if c.startswith("seed ")]
+    rows = []
+    for _, r in table.iterrows():
+        by_label: dict[str, list[str]] = {}
+        for s in seeds:
+            if isinstance(r[s], str):
+                by_label.setdefault(r[s], []).append(s.removeprefix("seed "))
+        said = [f"{label} ({'seeds' if len(k) > 1 else 'seed'} {', '.join(k)})" for label, k in by_label.items()]
+        rows.append({"model": r["model"], "system": system_text(r["defence"]), "verdict by seed": "; ".join(said),
+                     "masking flagged on": r["masking flagged on"]})
+    return pd.DataFrame(rows).set_index(["model", "system"])
+
+
 #: The harder cascade has flattened out when its last :data:`STRESS_TAIL` attacks each break at
 #: most this share of the images (and at most one image).
 STRESS_FLAT = 0.002

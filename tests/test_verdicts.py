@@ -448,6 +448,10 @@ def test_verdicts_over_seeds_name_the_labels_that_move_and_the_flags():
     # a known system is named in words, not by its id
     assert "for the LLT (m: holds)" in verdicts.seed_agreement(same.assign(defence="llt"))
     assert "one training seed" in verdicts.seed_agreement(verdicts.verdicts_over_seeds({0: holds}))
+    # the page's table: seeds grouped by label, one column however many seeds ran
+    shown = verdicts.seed_verdict_table(table)
+    assert list(shown.columns) == ["verdict by seed", "masking flagged on"]
+    assert shown.iloc[0]["verdict by seed"] == "helps but does not hold (seed 0); holds (seeds 1, 2)"
 
 
 @pytest.mark.parametrize("gains, word", [
