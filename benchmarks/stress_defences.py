@@ -28,12 +28,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
 
-Stage = tuple[str, str, Callable, "np.ndarray | None"]
+class Stage(NamedTuple):
+    """One attack of the cascade: ``run(x, y)`` returns adversarial images; ``positions``, when
+    given, restricts it to those images (Square's subset)."""
+
+    stage: str  # "headline" or "harder"
+    attack: str
+    run: Callable
+    positions: Optional[np.ndarray] = None
 
 
 def _cascade(system: Any, x: np.ndarray, y: np.ndarray, stages: list[Stage],
@@ -129,27 +136,27 @@ def main(argv: list[str] | None = None) -> int:
                 return lambda xs, ys: attacks.apgd(system, xs, ys, [eps], loss=loss, steps=steps, seed=seed)[eps]
 
             low = {k: max(1, round(x.shape[1] / k)) for k in (2, cfg.lowfreq_factor, 8)}
-            stages = [("headline", "pgd", pgd(**head), None), ("headline", "apgd_ce", apgd("ce", cfg.steps), None),
-                      ("headline", "apgd_dlr", apgd("dlr", cfg.steps), None)]
+            stages = [Stage("headline", "pgd", pgd(**head)), Stage("headline", "apgd_ce", apgd("ce", cfg.steps)),
+                      Stage("headline", "apgd_dlr", apgd("dlr", cfg.steps))]
             if with_llt:
-                stages += [("headline", "pgd_lowfreq", pgd(low_resolution=low[cfg.lowfreq_factor], **head), None),
-                           ("headline", "pgd_codec", pgd(**codec, **head), None)]
+                stages += [Stage("headline", "pgd_lowfreq", pgd(low_resolution=low[cfg.lowfreq_factor], **head)),
+                           Stage("headline", "pgd_codec", pgd(**codec, **head))]
             tag = f"x{f} steps, x{f} restarts"
             pgd_name = "pgd_codec" if with_llt else "pgd"
-            stages += [("harder", f"{pgd_name} ({tag})", pgd(**codec, **hard), None),
-                       ("harder", f"{pgd_name} dlr ({tag})", pgd(loss="dlr", **codec, **hard), None),
-                       ("harder", f"pgd from clean, step eps/10, {cfg.steps * 10} steps",
-                        pgd(steps=cfg.steps * 10, step_size=eps / 10, random_start=False, seed=seed, **codec), None)]
+            stages += [Stage("harder", f"{pgd_name} ({tag})", pgd(**codec, **hard)),
+                       Stage("harder", f"{pgd_name} dlr ({tag})", pgd(loss="dlr", **codec, **hard)),
+                       Stage("harder", f"pgd from clean, step eps/10, {cfg.steps * 10} steps",
+                             pgd(steps=cfg.steps * 10, step_size=eps / 10, random_start=False, seed=seed, **codec))]
             if with_llt:
-                stages += [("harder", f"pgd identity ({tag})", pgd(**hard), None)]
-                stages += [("harder", f"pgd_lowfreq codec 1/{k} ({tag})",
-                            pgd(low_resolution=low[k], **codec, **hard), None) for k in (2, cfg.lowfreq_factor, 8)]
-            stages += [("harder", f"apgd_ce ({cfg.steps * f} steps)", apgd("ce", cfg.steps * f), None),
-                       ("harder", f"apgd_dlr ({cfg.steps * f} steps)", apgd("dlr", cfg.steps * f), None)]
+                stages += [Stage("harder", f"pgd identity ({tag})", pgd(**hard))]
+                stages += [Stage("harder", f"pgd_lowfreq codec 1/{k} ({tag})",
+                                 pgd(low_resolution=low[k], **codec, **hard)) for k in (2, cfg.lowfreq_factor, 8)]
+            stages += [Stage("harder", f"apgd_ce ({cfg.steps * f} steps)", apgd("ce", cfg.steps * f)),
+                       Stage("harder", f"apgd_dlr ({cfg.steps * f} steps)", apgd("dlr", cfg.steps * f))]
             # Square, with more queries, on its own subset of the images every gradient attack left correct
-            stages += [("harder", f"square ({args.square_queries} queries, its subset)",
-                        lambda xs, ys: attacks.square(system, xs, ys, [eps], queries=args.square_queries,
-                                                      p_init=cfg.square_p_init, seed=seed + 1)[eps], on_square)]
+            stages += [Stage("harder", f"square ({args.square_queries} queries, its subset)",
+                             lambda xs, ys: attacks.square(system, xs, ys, [eps], queries=args.square_queries,
+                                                           p_init=cfg.square_p_init, seed=seed + 1)[eps], on_square)]
             print(f"[stress] {name} / {defence}: {len(x)} images, eps {eps * 255:.3g}/255", flush=True)
             system_rows, headline, final = _cascade(system, x, y, stages, lambda s: print(s, flush=True))
             diff = metrics.paired_difference(y, final, headline, groups=groups, n_boot=1000, seed=seed,

@@ -633,8 +633,9 @@ def seed_agreement(table: pd.DataFrame) -> str:
 
     same = [f"{system_text(r['defence'])} ({r['model']}: {r[seeds[0]]}{flags(r)})"
             for _, r in table.iterrows() if r["agree"]]
-    moved = [f"{system_text(r['defence'])} ({r['model']}: " + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str))
-             + f"{flags(r)})" for _, r in table.iterrows() if not r["agree"]]
+    moved = [f"{system_text(r['defence'])} ({r['model']}: "
+             + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str)) + f"{flags(r)})"
+             for _, r in table.iterrows() if not r["agree"]]
     text = f"Over the {len(seeds)} training seeds that ran experiment 4 ({', '.join(seeds)}), "
     text += (f"the label is the same on every seed for {_and(same)}" if same else
              "no label is the same on every seed")
