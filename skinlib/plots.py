@@ -812,7 +812,10 @@ def adaptive_curves(curves: pd.DataFrame, model: str, eps_255: float) -> Figure:
 
 #: Readable names of the attacks and settings in figure labels.
 ATTACK_TEXT: dict[str, str] = {"fgsm": "FGSM", "uap_art": "UAP (ART)", "uap_fast": "UAP (fast)", "pgd": "PGD",
-                               "pgd_codec": "codec-gradient PGD", "random": "random noise", "none": "no attack"}
+                               "pgd_codec": "codec-gradient PGD", "pgd_lowfreq": "low-frequency PGD",
+                               "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR", "square": "Square",
+                               "pgd_targeted": "targeted PGD", "worst_case": "worst case over the attacks",
+                               "random": "random noise", "none": "no attack"}
 SETTING_TEXT: dict[str, str] = {"greybox": "grey box", "whitebox": "white box", "clean": "clean",
                                 "transfer": "transfer"}
 

@@ -790,6 +790,9 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
           at most half the bootstrap intervals' median half-width of 2.0 points. The clinical FNR
           moves most for m (clean): 28.0 to 32.0 over seeds (sd 2.0 points).
     """
+    from skinlib.plots import ATTACK_TEXT  # lazily: plots loads matplotlib
+    from skinlib.verdicts import system_text
+
     t = tidy(table)
     lines = []
     for exp, rows in t.groupby("experiment", sort=False):
@@ -809,11 +812,11 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
                   f"at most half the bootstrap intervals' median half-width of {half:.1f} points")
         text = f"- {exp}: {n} training seeds; the largest sd of an accuracy over seeds is {sd:.1f} points, {judged}."
 
-        def cell(r: pd.Series) -> str:
+        def cell(r: pd.Series) -> str:  # "resnet_small (the LLT, worst case over the attacks)"
             attack = _text(r.get("attack", ""))
             defence = _text(r.get("defence", ""))
-            what = ", ".join(w for w in (defence if defence not in ("", "none") else "",
-                                         "clean" if attack in ("", "none") else attack) if w)
+            what = ", ".join(w for w in (system_text(defence) if defence not in ("", "none") else "",
+                                         "clean" if attack in ("", "none") else ATTACK_TEXT.get(attack, attack)) if w)
             return f"{r['model']} ({what})"
 
         fnr = head[head["metric"] == "fnr"]
