@@ -138,9 +138,9 @@ if adaptive_by_seed:
 # seed's cached models, then a cascade of harder ones (more steps and restarts, another
 # loss, small steps, other low-frequency grids, longer APGD, Square with more queries),
 # each on the images that every earlier attack left correct. Its table, where it was run
-# for this profile, is read here against the rule of the methods chapter. In the cascade,
-# `attacked` counts the images still correct before an attack, `broke` those it turned
-# wrong, and `after` is the accuracy after it.
+# for this profile, is read here against the rule of the methods chapter. In each cascade
+# table a training seed's cell reads *broke/attacked → after*: of the images still correct
+# before the attack, how many it turned wrong, and the accuracy after it.
 
 # %% tags=["hide-input"]
 stress_csv = source_dir / "stress_defences.csv"

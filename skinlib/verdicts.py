@@ -609,14 +609,29 @@ def stress_reading(stress: pd.DataFrame, results_by_seed: dict[int, pd.DataFrame
 
 
 def stress_table(stress: pd.DataFrame) -> pd.DataFrame:
-    """The harder battery's cascade for display: one row per attack, in the order run (``attacked``: the
-    images still correct before it; ``broke``: those it turned wrong; ``after``: the accuracy after it)."""
+    """The harder battery's cascade for display: one row per (system, attack) in the order run, one
+    column per training seed, each cell ``"<broke>/<attacked> → <after>"`` (of the images still
+    correct before the attack, those it turned wrong, and the accuracy after it), so the seeds of one
+    system read side by side; a seed that did not run the attack shows "—".
+
+    Shape: columns ``system, attack, stage, seed K...``.
+
+    Examples:
+        >>> t = pd.DataFrame({"seed": [0, 2], "model": "m", "defence": "llt", "stage": "harder",
+        ...                   "attack": "pgd", "attacked": [300, 280], "newly_broken": [9, 4],
+        ...                   "accuracy": [0.552, 0.516]})
+        >>> stress_table(t).iloc[0].tolist()
+        ['the LLT', 'pgd', 'harder', '9/300 → 55.2%', '4/280 → 51.6%']
+    """
     t = stress[stress["stage"] != "summary"].copy()
     several = t["model"].nunique() > 1
     t["system"] = [system_text(d) + (f" ({m})" if several else "") for m, d in zip(t["model"], t["defence"])]
-    t["after"] = [f"{v:.1%}" for v in t["accuracy"]]
-    return t.rename(columns={"newly_broken": "broke"})[
-        ["system", "attack", "stage", "attacked", "broke", "after"]].reset_index(drop=True)
+    t["cell"] = [f"{int(b)}/{int(a)} → {v:.1%}" for b, a, v in zip(t["newly_broken"], t["attacked"], t["accuracy"])]
+    keys = ["system", "attack", "stage"]
+    wide = t.pivot_table(index=keys, columns="seed", values="cell", aggfunc="first")
+    wide = wide.reindex(pd.MultiIndex.from_frame(t[keys].drop_duplicates()))  # the order the attacks ran in
+    wide.columns = [f"seed {int(k)}" for k in wide.columns]
+    return wide.fillna("—").reset_index()
 
 
 def seed_agreement(table: pd.DataFrame) -> str:

@@ -533,4 +533,7 @@ def test_stress_reading_rereads_the_won_back_share_with_the_harder_worst_case(af
     share = (after - 0.2) / 0.6
     assert f"wins back {share:.0%}" in line
     table = verdicts.stress_table(_stress(after))
-    assert list(table["attack"]) == ["pgd", "pgd (x5)"] and table["after"].iloc[-1] == f"{after:.1%}"
+    assert list(table["attack"]) == ["pgd", "pgd (x5)"] and table["seed 0"].iloc[-1] == f"10/300 → {after:.1%}"
+    two = verdicts.stress_table(pd.concat([_stress(after), _stress(0.5).assign(seed=2).iloc[:2]]))
+    assert list(two.columns) == ["system", "attack", "stage", "seed 0", "seed 2"] and len(two) == 2
+    assert two.loc[1, "seed 2"] == "10/300 → 50.0%"  # the seeds of one system side by side, not stacked
