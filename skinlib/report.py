@@ -788,7 +788,7 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
         >>> print(seed_spread_markdown(t))  # doctest: +NORMALIZE_WHITESPACE
         - exp0_classifier: 3 training seeds; the largest sd of an accuracy over seeds is 0.4 points,
           at most half the bootstrap intervals' median half-width of 2.0 points. The clinical FNR
-          moves most for m (clean): 28.0 to 32.0 over seeds (sd 2.0 points).
+          moves most for m · clean: 28.0 to 32.0 over seeds (sd 2.0 points).
     """
     from skinlib.plots import ATTACK_TEXT  # lazily: plots loads matplotlib
     from skinlib.verdicts import system_text
@@ -812,12 +812,11 @@ def seed_spread_markdown(table: pd.DataFrame, fgsm_eps: Optional[float] = None) 
                   f"at most half the bootstrap intervals' median half-width of {half:.1f} points")
         text = f"- {exp}: {n} training seeds; the largest sd of an accuracy over seeds is {sd:.1f} points, {judged}."
 
-        def cell(r: pd.Series) -> str:  # "resnet_small (the LLT, worst case over the attacks)"
+        def cell(r: pd.Series) -> str:  # "resnet_small · the LLT · worst case over the attacks", as the tables
             attack = _text(r.get("attack", ""))
             defence = _text(r.get("defence", ""))
-            what = ", ".join(w for w in (system_text(defence) if defence not in ("", "none") else "",
-                                         "clean" if attack in ("", "none") else ATTACK_TEXT.get(attack, attack)) if w)
-            return f"{r['model']} ({what})"
+            return " · ".join(w for w in (r["model"], system_text(defence) if defence not in ("", "none") else "",
+                                          "clean" if attack in ("", "none") else ATTACK_TEXT.get(attack, attack)) if w)
 
         fnr = head[head["metric"] == "fnr"]
         if not fnr.empty:

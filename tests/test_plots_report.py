@@ -506,4 +506,4 @@ def test_seed_tables_show_experiment_4_by_defence_with_the_gain_over_undefended(
     assert list(frame.loc["m · llt", "metric"]) == ["clean accuracy", "worst-case accuracy", "worst-case gain"]
     assert list(frame.loc["m · none", "metric"]) == ["clean accuracy", "worst-case accuracy"]
     words = seed_spread_markdown(table)
-    assert "m (the LLT, worst case over the attacks) +26.0 to +30.0" in words and "keeps its sign on every seed" in words
+    assert "m · the LLT · worst case over the attacks +26.0 to +30.0" in words and "keeps its sign on every seed" in words
