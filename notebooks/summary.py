@@ -144,10 +144,11 @@ if adaptive_by_seed:
 
 # %% tags=["hide-input"]
 stress_csv = source_dir / "stress_defences.csv"
-stress_lines = verdicts.stress_reading(pd.read_csv(stress_csv), adaptive_by_seed) if stress_csv.is_file() else []
+stress = pd.read_csv(stress_csv) if stress_csv.is_file() else None
+stress_lines = verdicts.stress_reading(stress, adaptive_by_seed) if stress is not None else []
 if stress_lines:
     display(Markdown("\n".join(f"- {line}" for line in stress_lines)))
-    for system, cascade in verdicts.stress_table(pd.read_csv(stress_csv)).groupby("system", sort=False):
+    for system, cascade in verdicts.stress_table(stress).groupby("system", sort=False):
         display(Markdown(f"**The cascade against {system}**"))
         display(styled(cascade.drop(columns="system").set_index("attack")))
 else:
