@@ -653,7 +653,9 @@ def iterated_attack(model: Any, x: np.ndarray, y: np.ndarray, *, eps: float, ste
     attack; upsampling keeps the L-inf budget). Every prediction the attack sees is the
     transformed system's, so the bookkeeping is exact: an image counts as broken at the
     first (restart, step) at which ``success[y, prediction]`` holds (default: any wrong
-    class), and its adversarial image is the one of that moment.
+    class), and its adversarial image is the one of that moment. Only images not yet broken
+    are stepped (a broken image's record is final), so the cost falls as the attack succeeds;
+    the random starts are drawn for whole batches, so the result does not depend on it.
 
     Returns ``(x_adv, first)``: ``first[i] = restart * (steps + 1) + step`` of the first
     success of image ``i`` (``step`` 0 is the start, ``steps`` the last iterate), or -1.
@@ -676,28 +678,39 @@ def iterated_attack(model: Any, x: np.ndarray, y: np.ndarray, *, eps: float, ste
     first = np.full(n, -1, np.int64)
     alpha, budget = tf.constant(float(step_size)), tf.constant(float(eps))
     for r in range(restarts):
+        last_restart = r == restarts - 1
         for i in range(0, n, batch_size):
             xb = np.asarray(x[i:i + batch_size], np.float32)
             yb, tb = y64[i:i + batch_size], t64[i:i + batch_size]
-            todo = first[i:i + batch_size] < 0
-            if not todo.any():
+            live = np.flatnonzero(first[i:i + batch_size] < 0)  # positions (in the batch) not yet broken
+            if not live.size:
                 continue
+            # the start is drawn for the whole batch, so the random stream does not depend on what broke
             d0 = rng.uniform(-eps, eps, (len(xb),) + runner.dshape).astype(np.float32) if random_start \
                 else np.zeros((len(xb),) + runner.dshape, np.float32)
-            d = tf.constant(d0)
+            d = tf.constant(d0[live])
             for t in range(steps + 1):
+                # only the images not yet broken are stepped: a broken image's record is final
+                xl, yl = xb[live], yb[live]
                 if t < steps:
-                    new, pred = runner.step(xb, d, yb, tb, alpha, budget)
+                    new, pred = runner.step(xl, d, yl, tb[live], alpha, budget)
                 else:
-                    new, pred = None, runner.predict(xb, d)
-                hit = ok[yb, pred.numpy()] & (first[i:i + batch_size] < 0)
-                if hit.any() or (t == steps and r == restarts - 1):
-                    adv = np.clip(xb + runner.upsample(d).numpy(), 0.0, 1.0)
-                    keep = hit | ((t == steps) & (r == restarts - 1) & (first[i:i + batch_size] < 0))
-                    x_adv[i:i + batch_size][keep] = adv[keep]
-                    first[i:i + batch_size][hit] = r * (steps + 1) + t
-                if new is not None:
-                    d = new
+                    new, pred = None, runner.predict(xl, d)
+                hit = ok[yl, pred.numpy()]
+                final = t == steps and last_restart
+                if hit.any() or final:
+                    adv = np.clip(xl + runner.upsample(d).numpy(), 0.0, 1.0)
+                    keep = hit | final
+                    x_adv[i + live[keep]] = adv[keep]
+                    first[i + live[hit]] = r * (steps + 1) + t
+                if new is None:
+                    break
+                d = new
+                if hit.any():
+                    stay = np.flatnonzero(~hit)
+                    if not stay.size:
+                        break
+                    live, d = live[stay], tf.gather(d, stay)
     return x_adv, first
 
 

@@ -95,6 +95,20 @@ def test_pgd_bookkeeping_matches_a_fresh_prediction_and_curves_are_monotone(prob
     assert flat[-1] == pytest.approx(_accuracy(defended, x_adv, yt))
 
 
+def test_an_image_record_does_not_depend_on_the_images_beside_it(problem):
+    """Broken images leave the batch (only the rest are stepped): batches of one are the reference."""
+    model, xt, yt = problem
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal")
+    eps = 3 / 255
+    for transform in (None, llt.tf_transform()):
+        kw = dict(eps=eps, steps=6, step_size=eps / 4, random_start=False, transform=transform)
+        alone, first_alone = tf_backend.iterated_attack(model, xt, yt, batch_size=1, **kw)
+        together, first = tf_backend.iterated_attack(model, xt, yt, batch_size=len(xt), **kw)
+        np.testing.assert_array_equal(first, first_alone)
+        np.testing.assert_array_equal(together, alone)
+        assert len(np.unique(first[first > 0])) > 2 and (first < 0).any()  # images leave at different steps
+
+
 def test_pgd_is_seeded(problem):
     model, xt, yt = problem
     a = attacks.pgd(model, xt, yt, [4 / 255], steps=3, seed=7)[4 / 255]
