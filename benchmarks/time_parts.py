@@ -20,7 +20,9 @@ WebP round trips themselves, wherever they run, inside a prediction or an attack
 ``n_images, detail``
 (steps, restarts, queries, loss as passed) and ``seconds``; the experiment's wall time is
 the row ``part=wall``. Rows go to ``--out`` (default ``results/benchmarks/parts.csv``,
-one set per profile, experiment and seed); a summary by part is printed.
+one set per profile, experiment and seed); a summary by part is printed. ``--results-dir``
+keeps the experiment's results (its CSV, as its page writes it), for instance to check that
+a faster version of the code reproduces a published table.
 
 These are seconds of one run on one machine: run it on a quiet one, and compare parts
 within a run, not across machines.
@@ -133,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="training seed (default: the profile's)")
     ap.add_argument("--experiment", required=True, help="an experiment id, e.g. exp4_adaptive")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--results-dir", type=Path, default=None,
+                    help="also write the experiment's results here, as its page would (default: discarded)")
     args = ap.parse_args(argv)
 
     from skinlib import experiments
@@ -144,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --experiment: {args.experiment!r} is not one of {', '.join(EXPERIMENTS)}", file=sys.stderr)
         return 2
     try:
-        run = open_run(args.profile, data_dir=args.data_dir, results_dir=tempfile.mkdtemp(prefix="parts-"),
-                       overrides={"seed": args.seed})
+        results_dir = str(args.results_dir) if args.results_dir else tempfile.mkdtemp(prefix="parts-")
+        run = open_run(args.profile, data_dir=args.data_dir, results_dir=results_dir, overrides={"seed": args.seed})
     except SkinlibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -154,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     getattr(experiments, args.experiment)(run)
     wall = time.perf_counter() - start
+    if args.results_dir:
+        run.save_results(args.experiment)
     timed = sum(r["seconds"] for r in timer.rows)
     rows = timer.rows + [{"call": len(timer.rows), "part": "untimed", "through_llt": False, "n_images": "",
                           "detail": "", "seconds": round(wall - timed, 3)},
