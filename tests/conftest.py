@@ -7,7 +7,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -28,6 +31,17 @@ def isolated_dirs(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SKINLIB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SKINLIB_RESULTS_DIR", str(tmp_path / "results"))
     return tmp_path
+
+
+@pytest.fixture
+def run_benchmark(tmp_path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``benchmarks/<script>`` on the smoke profile with this test's own step cache."""
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "SKINLIB_CACHE_DIR": str(tmp_path / "cache")}
+        path = Path(__file__).resolve().parent.parent / "benchmarks" / script
+        return subprocess.run([sys.executable, str(path), "--profile", "smoke", *args], env=env, capture_output=True,
+                              text=True, timeout=900)
+    return run
 
 
 LONG_TESTS_ENV = "SKINLIB_LONG_TESTS"

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "stress_defences.py"
 
-
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    import os
-
-    env = {**os.environ, "SKINLIB_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", *args], env=env, capture_output=True,
-                          text=True, timeout=900)
-
-
-def test_the_cascade_only_lowers_accuracy_and_reports_the_drop(tmp_path):
+def test_the_cascade_only_lowers_accuracy_and_reports_the_drop(tmp_path, run_benchmark):
     out = tmp_path / "stress.csv"
-    proc = _run(tmp_path, "--out", str(out), "--systems", "retraining+llt", "--factor", "2",
-                "--square-queries", "50")
+    proc = run_benchmark("stress_defences.py", "--out", str(out), "--systems", "retraining+llt", "--factor", "2",
+                         "--square-queries", "50")
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(out)
     for (model, defence), rows in table.groupby(["model", "defence"]):
@@ -39,9 +25,9 @@ def test_the_cascade_only_lowers_accuracy_and_reports_the_drop(tmp_path):
         assert summary["newly_broken"] == attacks[attacks["stage"] == "harder"]["newly_broken"].sum()
 
 
-def test_an_unknown_system_is_a_one_line_error(tmp_path):
+def test_an_unknown_system_is_a_one_line_error(tmp_path, run_benchmark):
     out = tmp_path / "stress.csv"
-    proc = _run(tmp_path, "--out", str(out), "--systems", "webp")
+    proc = run_benchmark("stress_defences.py", "--out", str(out), "--systems", "webp")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("stress_defences: --systems: unknown webp")
     assert not out.exists()

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "time_parts.py"
 
-
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SKINLIB_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", *args], env=env, capture_output=True,
-                          text=True, timeout=900)
-
-
-def test_the_parts_add_up_to_the_wall_time_and_name_what_ran(tmp_path):
+def test_the_parts_add_up_to_the_wall_time_and_name_what_ran(tmp_path, run_benchmark):
     out = tmp_path / "parts.csv"
-    proc = _run(tmp_path, "--experiment", "exp3_2_llt", "--out", str(out))
+    proc = run_benchmark("time_parts.py", "--experiment", "exp3_2_llt", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(out)
     assert set(table["run"]) == {"smoke/exp3_2_llt/seed-0"}
@@ -38,9 +25,9 @@ def test_the_parts_add_up_to_the_wall_time_and_name_what_ran(tmp_path):
     assert "exp3_2_llt:" in proc.stdout
 
 
-def test_an_unknown_experiment_is_a_one_line_error(tmp_path):
+def test_an_unknown_experiment_is_a_one_line_error(tmp_path, run_benchmark):
     out = tmp_path / "parts.csv"
-    proc = _run(tmp_path, "--experiment", "exp9", "--out", str(out))
+    proc = run_benchmark("time_parts.py", "--experiment", "exp9", "--out", str(out))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --experiment: 'exp9' is not one of exp0_classifier")
     assert not out.exists()
