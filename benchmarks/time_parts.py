@@ -50,8 +50,9 @@ OUT = ROOT / "results" / "benchmarks" / "parts.csv"
 DETAIL_KEYS = ("steps", "restarts", "queries", "loss", "factor", "epochs", "max_iter")
 
 
-def _n_images(args: tuple, kwargs: dict) -> int | str:
-    for value in list(args) + list(kwargs.values()):
+def _n_images(values: tuple) -> int | str:
+    """The length of the first image batch or label vector among ``values`` ("" if none)."""
+    for value in values:
         shape = getattr(value, "shape", None)
         if shape is not None and len(shape) in (1, 4):
             return int(shape[0])
@@ -74,7 +75,9 @@ class PartTimer:
         self.rows: list[dict[str, Any]] = []
         self._stack: list[list[float]] = []  # [start, seconds of timed calls inside]
 
-    def wrap(self, part: str, fn: Callable, images_from: int = 1) -> Callable:
+    def wrap(self, part: str, fn: Callable, images_from: int | None = 1) -> Callable:
+        """``fn`` timed as ``part``; its image count read from the positional arguments from
+        ``images_from`` on (``None``: a call without images)."""
         def timed(*args: Any, **kwargs: Any) -> Any:
             self._stack.append([time.perf_counter(), 0.0])
             try:
@@ -86,7 +89,7 @@ class PartTimer:
                     self._stack[-1][1] += total
                 detail = " ".join(f"{k}={kwargs[k]}" for k in DETAIL_KEYS if k in kwargs)
                 self.rows.append({"call": len(self.rows), "part": part, "through_llt": _through_llt(args, kwargs),
-                                  "n_images": _n_images(args[images_from:], {}), "detail": detail,
+                                  "n_images": "" if images_from is None else _n_images(args[images_from:]), "detail": detail,
                                   "seconds": round(total - inner, 3)})
         return timed
 
@@ -110,7 +113,7 @@ def instrument(run: Any, timer: PartTimer) -> None:
     original = StepCache.run
 
     def step(cache: StepCache, kind: str, *args: Any, **kwargs: Any) -> Path:
-        return timer.wrap(f"step:{kind}", original, images_from=99)(cache, kind, *args, **kwargs)
+        return timer.wrap(f"step:{kind}", original, images_from=None)(cache, kind, *args, **kwargs)
 
     StepCache.run = step  # type: ignore[method-assign]
 
