@@ -21,7 +21,10 @@ monitors the fast UAP's flip rate on the test images after every step and finds 
 first step ``N`` at which it reaches ART's final test flip rate; then a fresh run of
 exactly ``N`` steps (same seed, so the same perturbation) is timed without any
 monitoring, ``cold`` (the compiled step traced again: its tracing is in the time) and
-``warm`` (reused). ``uap_fast`` is the profile's full schedule (``uap.fast_epochs``);
+``warm`` (reused). ART's baseline runs on ART's stock ``TensorFlowV2Classifier`` (its
+loss gradient eager, as ART ships it); ``uap_art_compiled_gradient`` is the same attack on
+:func:`skinlib.tf_backend.art_classifier`'s compiled gradient, which the experiments use.
+FGSM's and PGD's ART baselines run on the stock classifier too. ``uap_fast`` is the profile's full schedule (``uap.fast_epochs``);
 ``uap_fast_plain_loss`` the same schedule with the plain cross-entropy of the true labels
 (the ablation of the clipped loss and the predicted labels).
 All rows are scored on the same held-out test images: ``test_flip_rate`` (prediction
@@ -117,11 +120,12 @@ def bench_fgsm(env: dict, eps_list: list[float], repeats: int, n: int) -> list[d
     from skinlib import attacks, tf_backend
 
     clf = tf_backend.art_classifier(env["model"])
+    stock = tf_backend.art_classifier(env["model"], compiled_gradient=False)  # ART as it ships
     x, y = env["x_te"][:n], env["y_te"][:n]
     yh = tf_backend.one_hot(y)
 
     def art_loop():
-        return {e: FastGradientMethod(clf, norm=np.inf, eps=e, batch_size=64).generate(x, yh) for e in eps_list}
+        return {e: FastGradientMethod(stock, norm=np.inf, eps=e, batch_size=64).generate(x, yh) for e in eps_list}
 
     def ours():
         return attacks.fgsm(clf, x, y, eps_list, batch_size=64)
@@ -161,9 +165,11 @@ def bench_pgd(env: dict, prof, args) -> list[dict]:
     rows = []
     for system in ("undefended", "llt"):
         clf = tf_backend.art_classifier(env["model"], preprocessing_defences=[llt] if system == "llt" else None)
+        stock = tf_backend.art_classifier(env["model"], preprocessing_defences=[llt] if system == "llt" else None,
+                                          compiled_gradient=False)  # ART as it ships
 
         def art_run():
-            attack = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=step, max_iter=steps,
+            attack = ProjectedGradientDescent(stock, norm=np.inf, eps=eps, eps_step=step, max_iter=steps,
                                               num_random_init=0, batch_size=256, verbose=False)
             return attack.generate(x, tf_backend.one_hot(y))
 
@@ -199,7 +205,7 @@ def bench_uap(env: dict, prof, args) -> list[dict]:
     from skinlib import attacks, tf_backend
 
     model = env["model"]
-    clf = tf_backend.art_classifier(model)
+    clf = tf_backend.art_classifier(model, compiled_gradient=False)  # ART as it ships: the baseline
     u = prof.uap
     n_train = min(args.uap_train or u.n_train_images, len(env["x_tr"]))
     x_tr, y_tr = env["x_tr"][:n_train], env["y_tr"][:n_train]
@@ -232,6 +238,13 @@ def bench_uap(env: dict, prof, args) -> list[dict]:
             info_art["converged"], "cold")
     fr_art = rows[0]["test_flip_rate"]
     print(f"  {wall_art:.1f} s, test flip rate {fr_art:.3f}", file=sys.stderr)
+    # The same ART attack on skinlib's classifier, whose loss gradient is compiled (what the
+    # experiments run): the same perturbation is expected, in less time.
+    v_c, info_c = attacks.uap_art(tf_backend.art_classifier(model), x_tr, y_tr, norm=u.norm, eps=budget,
+                                  max_iter=max_iter, delta=args.art_delta, seed=prof.seed)
+    add_row("uap_art_compiled_gradient", v_c, info_c["wall_s"],
+            f"{max_iter} passes max, delta={args.art_delta}, converged={info_c['converged']}, "
+            f"same perturbation as ART's stock run: {bool(np.array_equal(v_c, v_art))}", info_c["converged"], "cold")
 
     lr = args.fast_lr if args.fast_lr is not None else u.fast_learning_rate
     common = dict(norm=u.norm, eps=budget, batch_size=u.fast_batch_size, learning_rate=lr, loss=u.fast_loss,

@@ -12,8 +12,9 @@ to 7 logits (no softmax); normalisation is inside the model.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def _tf():
 
 def art_classifier(model: Any, *, preprocessing_defences: Any = None,
                    input_shape: Optional[tuple[int, ...]] = None,
-                   nb_classes: int = NUM_CLASSES) -> Any:
+                   nb_classes: int = NUM_CLASSES, compiled_gradient: bool = True) -> Any:
     """Wrap a Keras 3 model as an ART ``TensorFlowV2Classifier``.
 
     The classifier has ``clip_values=(0, 1)`` and a
@@ -39,6 +40,13 @@ def art_classifier(model: Any, *, preprocessing_defences: Any = None,
     (its attacks call ``check_and_transform_label_format`` first; :func:`loss_gradient`
     does the same). No optimizer or train step is attached: the classifier is used for
     predictions and gradients only (training stays in :mod:`skinlib.models`).
+
+    ART compiles its forward pass but computes ``loss_gradient`` eagerly, which on these
+    small models costs about ten times the compiled gradient per call; ART's UAP asks for
+    one gradient per image. ``compiled_gradient`` (default) returns
+    :class:`CompiledGradientClassifier`, which computes the same gradient (same loss
+    object, same preprocessing and BPDA) in a ``tf.function`` traced once per model;
+    ``False`` gives ART's stock classifier (the benchmarks' baseline).
 
     Args:
         model: a ``keras.Model`` returning logits for float32 inputs in ``[0, 1]``.
@@ -48,6 +56,7 @@ def art_classifier(model: Any, *, preprocessing_defences: Any = None,
             attack given this classifier is a white-box attack on the defended model.
         input_shape: one input's shape; read from ``model.input_shape`` when omitted.
         nb_classes: number of classes (7).
+        compiled_gradient: the compiled ``loss_gradient`` (see above).
 
     Shape:
         - model input: ``(N, S, S, 3)`` float32 in ``[0, 1]``; output ``(N, nb_classes)`` logits.
@@ -65,7 +74,8 @@ def art_classifier(model: Any, *, preprocessing_defences: Any = None,
             raise SkinlibError(f"art_classifier: cannot read a fixed (S, S, 3) input shape from the model ({shape!r}); "
                                "pass input_shape")
         input_shape = tuple(int(s) for s in shape[1:])
-    return TensorFlowV2Classifier(
+    kind = _compiled_gradient_classifier() if compiled_gradient else TensorFlowV2Classifier
+    return kind(
         model=model,
         nb_classes=nb_classes,
         input_shape=tuple(input_shape),
@@ -74,6 +84,69 @@ def art_classifier(model: Any, *, preprocessing_defences: Any = None,
         preprocessing_defences=preprocessing_defences,
         preprocessing=None,
     )
+
+
+_GRADIENTS: Any = None  # WeakKeyDictionary: model -> {loss config: compiled gradient}
+
+
+def _compiled_gradient_fn(model: Any, loss_object: Any, shape: tuple[int, ...], nb_classes: int) -> Callable:
+    """``(x, y_onehot) -> d loss_object(y, model(x)) / dx``, compiled once per model, loss and shape."""
+    import weakref
+
+    global _GRADIENTS
+    tf = _tf()
+    if _GRADIENTS is None:
+        _GRADIENTS = weakref.WeakKeyDictionary()
+    per_model = _GRADIENTS.setdefault(model, {})
+    key = (type(loss_object).__name__, repr(sorted(loss_object.get_config().items())), shape, nb_classes)
+    if key not in per_model:
+        ref = weakref.ref(model)
+
+        @tf.function(input_signature=[tf.TensorSpec((None,) + shape, tf.float32),
+                                      tf.TensorSpec((None, nb_classes), tf.float32)])
+        def gradient(x, y):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                loss = loss_object(y, ref()(x, training=False))
+            return tape.gradient(loss, x)
+
+        per_model[key] = gradient
+    return per_model[key]
+
+
+_CLASSIFIER_KIND: Any = None
+
+
+def _compiled_gradient_classifier() -> type:
+    """:class:`CompiledGradientClassifier`, defined on first use (ART is imported lazily)."""
+    global _CLASSIFIER_KIND
+    if _CLASSIFIER_KIND is not None:
+        return _CLASSIFIER_KIND
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    class CompiledGradientClassifier(TensorFlowV2Classifier):
+        """ART's ``TensorFlowV2Classifier`` whose ``loss_gradient`` runs compiled.
+
+        The gradient is ART's: the numpy preprocessing defences run first, the loss object's
+        gradient at their output is taken (in a ``tf.function`` cached per model), then ART's
+        ``_apply_preprocessing_gradient`` maps it back (BPDA for the LLT). Training mode,
+        sparse labels, framework preprocessing and tensor inputs take ART's own path.
+        """
+
+        def loss_gradient(self, x: Any, y: Any, training_mode: bool = False, **kwargs: Any) -> Any:
+            framework_ops = self.all_framework_preprocessing and bool(self.preprocessing_operations)
+            if training_mode or self._reduce_labels or framework_ops or not isinstance(x, np.ndarray) \
+                    or np.ndim(y) != 2:
+                return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+            x_pre, y_pre = self._apply_preprocessing(x, y=y, fit=False)
+            fn = _compiled_gradient_fn(self._model, self._loss_object, tuple(self.input_shape), self.nb_classes)
+            grads = fn(np.asarray(x_pre, np.float32), np.asarray(y_pre, np.float32)).numpy()
+            if not self.all_framework_preprocessing:
+                grads = self._apply_preprocessing_gradient(x, grads)
+            return grads
+
+    _CLASSIFIER_KIND = CompiledGradientClassifier
+    return _CLASSIFIER_KIND
 
 
 def is_art_classifier(obj: Any) -> bool:
@@ -111,6 +184,63 @@ def predict_logits(model_or_classifier: Any, x: np.ndarray, batch_size: int = 25
     if not out:
         return np.zeros((0, NUM_CLASSES), np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+@contextlib.contextmanager
+def remembered_predictions(classifier: Any) -> Iterator[Any]:
+    """Inside the block, the ART ``classifier``'s ``predict`` runs only on inputs it has not seen.
+
+    Square (ART) predicts every image once per iteration and the still-robust ones again,
+    though only its new candidates have changed. Here each input's output is remembered
+    under a SHA-256 of its bytes, so an unchanged image costs neither a WebP round trip nor
+    a model call. New inputs go through the classifier's preprocessing (the LLT), and the
+    model runs only on preprocessed images it has not seen either: a candidate that WebP
+    maps onto the current image gets the very same logits, so Square rejects it exactly as
+    ART's own repeated call would (a tie). Other outputs can differ from ART's by float
+    rounding (the model runs on other batches). Valid for deterministic preprocessing, as
+    the LLT's; the memory is dropped when the block ends.
+
+    Shape:
+        - ``classifier.predict``: ``(N, S, S, 3)`` -> ``(N, C)``, unchanged.
+
+    Examples:
+        >>> with remembered_predictions(art_classifier(model)) as clf:   # doctest: +SKIP
+        ...     SquareAttack(clf, eps=2/255).generate(x)
+    """
+    import hashlib
+
+    def digests(rows: np.ndarray) -> list[bytes]:
+        return [hashlib.sha256(row.tobytes()).digest() for row in np.ascontiguousarray(rows)]
+
+    by_input: dict[bytes, np.ndarray] = {}  # the input's digest -> output
+    by_seen: dict[bytes, np.ndarray] = {}  # the preprocessed input's digest -> output
+    own = vars(classifier).get("predict")  # an instance-level predict already in place, restored after
+
+    def predict(x: np.ndarray, batch_size: int = 128, **kwargs: Any) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        keys = digests(x)
+        new = [i for i, k in enumerate(keys) if k not in by_input]
+        if new:
+            seen = np.asarray(classifier._apply_preprocessing(x[new], y=None, fit=False)[0], np.float32)
+            seen_keys = digests(seen)
+            todo = [j for j, k in enumerate(seen_keys) if k not in by_seen]
+            if todo:
+                logits = np.asarray(classifier._forward_pass(classifier._model, seen[todo], training=False))
+                by_seen.update(zip((seen_keys[j] for j in todo),
+                                   classifier._apply_postprocessing(preds=logits, fit=False)))
+            by_input.update((keys[i], by_seen[k]) for i, k in zip(new, seen_keys))
+        if not keys:
+            return type(classifier).predict(classifier, x, batch_size=batch_size, **kwargs)
+        return np.stack([by_input[k] for k in keys])
+
+    classifier.predict = predict
+    try:
+        yield classifier
+    finally:
+        if own is None:
+            del classifier.predict
+        else:
+            classifier.predict = own
 
 
 def predict_labels(model_or_classifier: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -259,12 +389,13 @@ def _uap_step(model: Any, shape: tuple[int, ...], norm: str, step: str, loss: st
 
 def forget_compiled(model: Any = None) -> None:
     """Drop the cached compiled functions (of ``model``, or of every model): the next call traces again."""
-    if _STEPS is None:
-        return
-    if model is None:
-        _STEPS.clear()
-    else:
-        _STEPS.pop(model, None)
+    for cache in (_STEPS, _GRADIENTS):
+        if cache is None:
+            continue
+        if model is None:
+            cache.clear()
+        else:
+            cache.pop(model, None)
 
 
 def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float, batch_size: int,

@@ -280,3 +280,35 @@ def test_pgd_adversarial_training_raises_robust_accuracy():
     with pytest.raises(SkinlibError):
         defences.pgd_adversarial_training(model, (x, y), (x, y), eps=eps, steps=0, step_size=eps, max_epochs=1,
                                           batch_size=32, learning_rate=1e-3, seed=0)
+
+
+def test_square_with_remembered_predictions_equals_art_square_with_fewer_model_calls(problem):
+    """Square answers ART's repeated predictions from memory: the same images, a fraction of the model's work."""
+    from art.attacks.evasion import SquareAttack
+
+    from skinlib.attacks._common import art_per_eps
+
+    model, xt, yt = problem
+    llt = defences.LowLevelTransformation(quality=75, flip="horizontal")
+    eps, x, y = 4 / 255, xt[:40], yt[:40]
+    rows = {"plain": 0, "remembered": 0}  # images the model ran on
+
+    def counting(name):
+        system = tf_backend.art_classifier(model, preprocessing_defences=[llt])
+        forward = system._forward_pass
+
+        def counted(m, z, training):
+            rows[name] += len(z)
+            return forward(m, z, training=training)
+
+        system._forward_pass = counted
+        return system
+
+    plain = art_per_eps(lambda e: SquareAttack(counting("plain"), norm=np.inf, eps=e, max_iter=150, p_init=0.3,
+                                               verbose=False), x, tf_backend.one_hot(y), [eps], seed=3)[eps]
+    system = counting("remembered")
+    remembered = attacks.square(system, x, y, [eps], queries=150, p_init=0.3, seed=3)[eps]
+    np.testing.assert_array_equal(remembered, plain)
+    assert _accuracy(system, remembered, y) < _accuracy(system, x, y)  # the attack did something
+    assert 0 < rows["remembered"] < 0.5 * rows["plain"], rows
+    assert "predict" not in vars(system)  # the class's predict is back after the block

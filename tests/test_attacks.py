@@ -49,6 +49,25 @@ def test_art_classifier_predicts_the_model_logits(problem):
     assert problem["clf"].nb_classes == 7 and problem["clf"].clip_values is not None
 
 
+@pytest.mark.parametrize("with_llt", [False, True])
+def test_compiled_loss_gradient_equals_art_stock_gradient(problem, with_llt):
+    """The compiled ``loss_gradient`` is ART's gradient: same loss (a batch mean), same BPDA through the LLT."""
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    from skinlib.defences import LowLevelTransformation
+
+    defences = [LowLevelTransformation(quality=75)] if with_llt else None
+    compiled = tf_backend.art_classifier(problem["model"], preprocessing_defences=defences)
+    stock = tf_backend.art_classifier(problem["model"], preprocessing_defences=defences, compiled_gradient=False)
+    assert type(compiled) is not TensorFlowV2Classifier and type(stock) is TensorFlowV2Classifier
+    x, y = problem["xt"][:48], tf_backend.one_hot(problem["yt"][:48])
+    for n in (48, 1):  # a batch, and the one-image calls of ART's UAP
+        g_stock = stock.loss_gradient(x[:n], y[:n])
+        g_compiled = compiled.loss_gradient(x[:n], y[:n])
+        assert g_compiled.shape == x[:n].shape and np.abs(g_stock).max() > 0
+        np.testing.assert_allclose(g_compiled, g_stock, rtol=1e-4, atol=1e-5 * np.abs(g_stock).max())
+
+
 def test_fgsm_moves_every_pixel_by_exactly_eps_within_range(problem):
     x, y = problem["xt"], problem["yt"]
     adv = attacks.fgsm(problem["clf"], x, y, EPS)
@@ -269,6 +288,7 @@ def test_compiled_functions_do_not_keep_models_alive():
     model = tf_backend.toy_model(S, seed=2)
     tf_backend.predict_labels(model, x)
     attacks.uap_fast(model, x, y, eps=0.03, epochs=1, stop_at=0.99, check_every=1)
+    tf_backend.art_classifier(model).loss_gradient(x[:4], tf_backend.one_hot(y[:4]))  # the compiled gradient
     ref = weakref.ref(model)
     del model
     gc.collect()

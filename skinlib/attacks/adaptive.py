@@ -252,7 +252,9 @@ def square(classifier: Any, x: np.ndarray, y: Optional[np.ndarray], eps_list: Se
     Random square-shaped updates at the corners of the ball, kept when they raise the
     margin loss: it needs only the defended system's predictions (``queries`` per
     image), so a non-differentiable step cannot mask it. If it beats the gradient
-    attacks on a system, those were masked.
+    attacks on a system, those were masked. ART asks again for predictions of images
+    that have not changed; :func:`skinlib.tf_backend.remembered_predictions` answers
+    those from memory (the same result, about a third of the model calls).
 
     | Paper link: https://arxiv.org/abs/1912.00049
 
@@ -270,9 +272,10 @@ def square(classifier: Any, x: np.ndarray, y: Optional[np.ndarray], eps_list: Se
     y = _labels(y, len(x))
     if y is None:
         y = tf_backend.predict_labels(classifier, x)
-    return art_per_eps(lambda e: SquareAttack(
-        classifier, norm=np.inf, eps=e, max_iter=queries, p_init=p_init, nb_restarts=restarts, batch_size=batch_size,
-        verbose=False), x, tf_backend.one_hot(y, NUM_CLASSES), eps, seed)
+    with tf_backend.remembered_predictions(classifier) as remembering:  # same result, a third of the model calls
+        return art_per_eps(lambda e: SquareAttack(
+            remembering, norm=np.inf, eps=e, max_iter=queries, p_init=p_init, nb_restarts=restarts,
+            batch_size=batch_size, verbose=False), x, tf_backend.one_hot(y, NUM_CLASSES), eps, seed)
 
 
 def worst_case(y: np.ndarray, predictions: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
