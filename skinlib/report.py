@@ -534,6 +534,12 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
                          f"({float(by.loc[cold, 'wall_s']):.2f} s), {float(by.loc[warm, 'speedup_vs_art']):.0f}x warm.")
         else:
             lines.append(head + "the fast UAP did not reach it within the benchmark's step limit.")
+        if "uap_art_compiled_gradient" in by.index:  # the same ART attack on skinlib's compiled gradient
+            c = by.loc["uap_art_compiled_gradient"]
+            same = "the same perturbation" if "same perturbation as ART's stock run: True" in str(c.get("schedule", "")) \
+                else "a different perturbation"
+            lines[-1] += (f" ART's own UAP on skinlib's compiled loss gradient (what the experiments run) took "
+                          f"{float(c['wall_s']):.1f} s ({float(c['speedup_vs_art']):.1f}x), {same}.")
     return "\n".join(lines)
 
 

@@ -384,11 +384,15 @@ def test_uap_benchmark_summary_reports_the_measured_ratios():
          "speedup_vs_art": 100.0, "model": "m"},
         {"profile": "p2", "method": "uap_art", "wall_s": 40.0, "test_flip_rate": 0.9, "speedup_vs_art": 1.0, "model": "m"},
         {"profile": "p2", "method": "uap_fast", "wall_s": 4.0, "test_flip_rate": 0.8, "speedup_vs_art": 10.0, "model": "m"},
+        {"profile": "p2", "method": "uap_art_compiled_gradient", "wall_s": 13.3, "test_flip_rate": 0.9,
+         "speedup_vs_art": 3.0, "model": "m", "schedule": "5 passes max, same perturbation as ART's stock run: True"},
     ]
     text = report.uap_benchmark_summary(pd.DataFrame(rows))
     p1, p2 = text.splitlines()
     assert "`p1`" in p1 and "50.0 s" in p1 and "0.700" in p1 and "62x sooner cold (0.80 s)" in p1 and "100x warm" in p1
+    assert "compiled" not in p1
     assert "`p2`" in p2 and "did not reach it" in p2
+    assert "compiled loss gradient (what the experiments run) took 13.3 s (3.0x), the same perturbation." in p2
 
 
 def test_uap_benchmark_summary_has_a_line_per_art_stopping_rule():
