@@ -24,8 +24,8 @@ monitoring, ``cold`` (the compiled step traced again: its tracing is in the time
 ``warm`` (reused). ART's baseline runs on ART's stock ``TensorFlowV2Classifier`` (its
 loss gradient eager, as ART ships it); ``uap_art_compiled_gradient`` is the same attack on
 :func:`skinlib.tf_backend.art_classifier`'s compiled gradient, which the experiments use.
-FGSM's and PGD's ART baselines run on the stock classifier too. ``uap_fast`` is the profile's full schedule (``uap.fast_epochs``);
-``uap_fast_plain_loss`` the same schedule with the plain cross-entropy of the true labels
+FGSM's and PGD's ART baselines run on the stock classifier too. ``uap_fast`` is the
+profile's full schedule (``uap.fast_epochs``); ``uap_fast_plain_loss`` the same schedule with the plain cross-entropy of the true labels
 (the ablation of the clipped loss and the predicted labels).
 All rows are scored on the same held-out test images: ``test_flip_rate`` (prediction
 changed) and ``test_error_rate`` (1 - accuracy under attack); ``speedup_vs_art`` = ART
@@ -164,8 +164,9 @@ def bench_pgd(env: dict, prof, args) -> list[dict]:
     llt = defences.LowLevelTransformation(quality=prof.llt.quality, flip=prof.llt.flip)
     rows = []
     for system in ("undefended", "llt"):
-        clf = tf_backend.art_classifier(env["model"], preprocessing_defences=[llt] if system == "llt" else None)
-        stock = tf_backend.art_classifier(env["model"], preprocessing_defences=[llt] if system == "llt" else None,
+        defended_by = [llt] if system == "llt" else None
+        clf = tf_backend.art_classifier(env["model"], preprocessing_defences=defended_by)
+        stock = tf_backend.art_classifier(env["model"], preprocessing_defences=defended_by,
                                           compiled_gradient=False)  # ART as it ships
 
         def art_run():

@@ -89,7 +89,8 @@ class PartTimer:
                     self._stack[-1][1] += total
                 detail = " ".join(f"{k}={kwargs[k]}" for k in DETAIL_KEYS if k in kwargs)
                 self.rows.append({"call": len(self.rows), "part": part, "through_llt": _through_llt(args, kwargs),
-                                  "n_images": "" if images_from is None else _n_images(args[images_from:]), "detail": detail,
+                                  "n_images": "" if images_from is None else _n_images(args[images_from:]),
+                                  "detail": detail,
                                   "seconds": round(total - inner, 3)})
         return timed
 

@@ -536,8 +536,8 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
             lines.append(head + "the fast UAP did not reach it within the benchmark's step limit.")
         if "uap_art_compiled_gradient" in by.index:  # the same ART attack on skinlib's compiled gradient
             c = by.loc["uap_art_compiled_gradient"]
-            same = "the same perturbation" if "same perturbation as ART's stock run: True" in str(c.get("schedule", "")) \
-                else "a different perturbation"
+            same_as_stock = "same perturbation as ART's stock run: True" in str(c.get("schedule", ""))
+            same = "the same perturbation" if same_as_stock else "a different perturbation"
             lines[-1] += (f" ART's own UAP on skinlib's compiled loss gradient (what the experiments run) took "
                           f"{float(c['wall_s']):.1f} s ({float(c['speedup_vs_art']):.1f}x), {same}.")
     return "\n".join(lines)

@@ -218,6 +218,8 @@ def remembered_predictions(classifier: Any) -> Iterator[Any]:
 
     def predict(x: np.ndarray, batch_size: int = 128, **kwargs: Any) -> np.ndarray:
         x = np.asarray(x, np.float32)
+        if not len(x):
+            return type(classifier).predict(classifier, x, batch_size=batch_size, **kwargs)
         keys = digests(x)
         new = [i for i, k in enumerate(keys) if k not in by_input]
         if new:
@@ -229,8 +231,6 @@ def remembered_predictions(classifier: Any) -> Iterator[Any]:
                 by_seen.update(zip((seen_keys[j] for j in todo),
                                    classifier._apply_postprocessing(preds=logits, fit=False)))
             by_input.update((keys[i], by_seen[k]) for i, k in zip(new, seen_keys))
-        if not keys:
-            return type(classifier).predict(classifier, x, batch_size=batch_size, **kwargs)
         return np.stack([by_input[k] for k in keys])
 
     classifier.predict = predict
