@@ -97,6 +97,7 @@ class Run:
             history = folder / "work" / "history.json"
             if history.is_file():
                 os.replace(history, folder / "history.json")
+            models.discard_checkpoints(folder / "work")
 
         folder = self.cache.run("model", params, compute, modules=self._code_modules())
         return self.load_step_model(folder)

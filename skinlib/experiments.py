@@ -319,6 +319,8 @@ def retrained_model(run: Run, model_name: str, attack: str):
                                         epochs_per_round=cfg.epochs_per_round, fraction=cfg.fraction,
                                         make_perturb_fn=make_perturb_fn, train_fn=train_fn, seed=run.profile.seed)
         models.save_model(model, folder / "model.keras")
+        for round_idx in range(cfg.rounds):
+            models.discard_checkpoints(folder / f"round{round_idx}")
 
     folder = run.cache.run("retrain", params, compute, modules=_step_code())
     return models.load_model(folder / "model.keras")

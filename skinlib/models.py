@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -570,6 +571,21 @@ def _cleanup(workdir: Path, state: dict) -> None:
         if p.is_file() and p.name not in keep and (p.name.startswith(("epoch-", "best-", ".")) and
                                                    (p.suffix in (".h5", ".npz", ".tmp", ".keras"))):
             p.unlink(missing_ok=True)
+
+
+def discard_checkpoints(workdir: str | Path) -> None:
+    """Delete the ``workdir`` of a training whose model is saved (its checkpoints only serve a resume).
+
+    A ResNet50's last-epoch and best weights with its Adam moments take about 1.3 times its
+    saved model. ``state.json`` (the commit point) goes first, so a run killed midway finds
+    no checkpoint and trains again instead of reading a half-deleted one.
+
+    Examples:
+        >>> discard_checkpoints(Path(tempfile.mkdtemp()) / "never-made")   # a missing folder is fine
+    """
+    workdir = Path(workdir)
+    (workdir / "state.json").unlink(missing_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _backbone(model: keras.Model) -> keras.layers.Layer:

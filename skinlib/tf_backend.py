@@ -398,7 +398,7 @@ def forget_compiled(model: Any = None) -> None:
             cache.pop(model, None)
 
 
-def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float, batch_size: int,
+def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, eps: float, batch_size: int,
              epochs: int, learning_rate: float, seed: int, step: str = "sign", loss: str = "ce",
              beta: float = 9.0, init: str = "zeros", x_monitor: Optional[np.ndarray] = None,
              stop_at: Optional[float] = None, check_every: int = 5,
@@ -407,7 +407,10 @@ def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float,
     """Compiled stochastic-gradient universal perturbation (the core of ``attacks.uap_fast``).
 
     See :func:`skinlib.attacks.uap_fast` for the method and the arguments. ``x`` float32
-    in ``[0, 1]``; ``y`` integer labels. Returns ``(delta (S, S, 3) float32, info)``.
+    in ``[0, 1]``; ``y`` integer labels, or ``None`` for the clean predictions of the
+    system attacked (through ``input_transform``), each image's predicted when its first
+    minibatch is drawn, so a run cut short by ``max_steps`` or ``stop_at`` predicts only
+    the images it used. Returns ``(delta (S, S, 3) float32, info)``.
     The compiled step is cached per model and configuration: the first call traces it
     (``info["traced"]``), later calls reuse it.
     """
@@ -431,8 +434,10 @@ def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float,
     if monitoring:
         xm = np.asarray(x_monitor if x_monitor is not None else x[: min(n, 256)], np.float32)
         clean_m = monitor_preds(xm, np.zeros(shape, np.float32))
-    y64 = np.asarray(y, np.int64)
     x32 = np.asarray(x, np.float32)
+    lazy_labels = y is None
+    y64 = np.full(n, -1, np.int64) if lazy_labels else np.asarray(y, np.int64)
+    clean_delta = np.zeros(shape, np.float32)
     history: list[tuple[int, float, float]] = []
     steps = 0
     stopped = False
@@ -441,6 +446,8 @@ def fast_uap(model: Any, x: np.ndarray, y: np.ndarray, *, norm: str, eps: float,
         perm = rng.permutation(n)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
+            if lazy_labels and (unseen := idx[y64[idx] < 0]).size:
+                y64[unseen] = runner.predict(x32[unseen], clean_delta).numpy()
             runner.train_step(x32[idx], y64[idx])
             steps += 1
             if max_steps is not None and steps >= max_steps:

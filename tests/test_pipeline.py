@@ -165,3 +165,19 @@ def test_second_run_reuses_finished_steps(smoke_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = {p: p.stat().st_mtime for p in (tmp_path / "cache" / "steps").rglob("DONE.json")}
     assert after == before
+
+
+@pytest.mark.slow
+def test_finished_training_steps_keep_the_model_and_no_checkpoints(smoke_run):
+    """Once a trained or retrained model is saved, its epoch checkpoints and optimizer state
+    are deleted (they only serve a resume, and a ResNet50's take more room than its model)."""
+    steps = smoke_run.parent.parent / "cache" / "steps"
+    finished = [d for kind in ("model", "retrain", "pgd_at") for d in (steps / kind).glob("*")
+                if (d / "DONE.json").is_file()]
+    assert {d.parent.name for d in finished} >= {"model", "retrain"}, finished
+    for folder in finished:
+        assert (folder / "model.keras").is_file(), folder
+        left = [p.relative_to(folder) for p in folder.rglob("*")
+                if p.suffix in (".h5", ".npz") or p.name == "state.json" or p.name == "work" or
+                p.name.startswith("round")]
+        assert not left, f"{folder}: checkpoints left after the model was saved: {left}"

@@ -159,11 +159,13 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
             defences are NOT applied: pass ``input_transform``, e.g.
             :meth:`skinlib.defences.LowLevelTransformation.tf_transform` for BPDA through
             the LLT: real WebP forward, straight-through gradient).
-        x_train, y_train: images and true labels (``None``: the clean predictions).
+        x_train, y_train: images and true labels (``None``: the clean predictions of the
+            system attacked, each image's predicted when a minibatch first draws it).
         norm, eps: the budget; batch_size, epochs, learning_rate, seed: the optimiser.
 
     Returns:
-        ``(perturbation (S, S, 3) float32, info)`` with ``wall_s`` (the optimisation only),
+        ``(perturbation (S, S, 3) float32, info)`` with ``wall_s`` (the optimisation, with
+        the clean predictions it needed when ``y_train`` is ``None``),
         ``steps``, ``epochs_run``, ``stopped_early``, ``monitor_history``
         (``(step, seconds, flip rate)``), ``train_flip_rate``, ``train_error_rate``.
 
@@ -196,13 +198,8 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
     keras_model = tf_backend.keras_model_of(model)
     x = as_float_images(x_train, "x_train")
     y = _labels(y_train, len(x), "y_train")
-    if y is not None:
-        y_fit = y
-    else:  # the clean predictions of the system attacked (through the stand-in transform)
-        y_fit = tf_backend.predict_labels(keras_model, x if input_transform is None else
-                                          np.asarray(input_transform(x), np.float32))
     xm = None if x_monitor is None else as_float_images(x_monitor, "x_monitor")
-    v, info = tf_backend.fast_uap(keras_model, x, y_fit, norm=norm, eps=float(eps), batch_size=batch_size,
+    v, info = tf_backend.fast_uap(keras_model, x, y, norm=norm, eps=float(eps), batch_size=batch_size,
                                   epochs=epochs, learning_rate=float(learning_rate), seed=seed, step=step,
                                   loss=loss, beta=float(beta), init=init, x_monitor=xm,
                                   stop_at=None if stop_at is None else float(stop_at), check_every=check_every,
