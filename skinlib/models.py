@@ -576,8 +576,8 @@ def _cleanup(workdir: Path, state: dict) -> None:
 def discard_checkpoints(workdir: str | Path) -> None:
     """Delete the ``workdir`` of a training whose model is saved (its checkpoints only serve a resume).
 
-    A ResNet50's last-epoch and best weights with its Adam moments take about 1.3 times its
-    saved model. ``state.json`` (the commit point) goes first, so a run killed midway finds
+    The last and the best epoch's weights (Keras writes the Adam moments into both) take
+    about twice the room of the saved model. ``state.json`` (the commit point) goes first, so a run killed midway finds
     no checkpoint and trains again instead of reading a half-deleted one.
 
     Examples:
