@@ -437,7 +437,9 @@ def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, e
     x32 = np.asarray(x, np.float32)
     lazy_labels = y is None
     y64 = np.full(n, -1, np.int64) if lazy_labels else np.asarray(y, np.int64)
-    clean_delta = np.zeros(shape, np.float32)
+
+    def clean_labels(xb: np.ndarray) -> np.ndarray:  # Keras's own predict: no step of ours to trace
+        return predict_labels(model, xb if input_transform is None else np.asarray(input_transform(xb), np.float32))
     history: list[tuple[int, float, float]] = []
     steps = 0
     stopped = False
@@ -447,7 +449,7 @@ def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, e
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
             if lazy_labels and (unseen := idx[y64[idx] < 0]).size:
-                y64[unseen] = runner.predict(x32[unseen], clean_delta).numpy()
+                y64[unseen] = clean_labels(x32[unseen])
             runner.train_step(x32[idx], y64[idx])
             steps += 1
             if max_steps is not None and steps >= max_steps:
