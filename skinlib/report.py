@@ -537,7 +537,9 @@ def uap_benchmark_summary(table: pd.DataFrame) -> str:
         if "uap_art_compiled_gradient" in by.index:  # the same ART attack on skinlib's compiled gradient
             c = by.loc["uap_art_compiled_gradient"]
             same_as_stock = "same perturbation as ART's stock run: True" in str(c.get("schedule", ""))
-            same = "the same perturbation" if same_as_stock else "a different perturbation"
+            same = "the same perturbation" if same_as_stock else (
+                f"a different perturbation (float rounding of the gradient): test flip rate "
+                f"{float(c['test_flip_rate']):.3f} against {float(art['test_flip_rate']):.3f}")
             lines[-1] += (f" ART's own UAP on skinlib's compiled loss gradient (what the experiments run) took "
                           f"{float(c['wall_s']):.1f} s ({float(c['speedup_vs_art']):.1f}x), {same}.")
     return "\n".join(lines)

@@ -393,6 +393,9 @@ def test_uap_benchmark_summary_reports_the_measured_ratios():
     assert "compiled" not in p1
     assert "`p2`" in p2 and "did not reach it" in p2
     assert "compiled loss gradient (what the experiments run) took 13.3 s (3.0x), the same perturbation." in p2
+    rows[-1].update(schedule="5 passes max, same perturbation as ART's stock run: False", test_flip_rate=0.85)
+    p2 = report.uap_benchmark_summary(pd.DataFrame(rows)).splitlines()[1]
+    assert "a different perturbation (float rounding of the gradient): test flip rate 0.850 against 0.900." in p2
 
 
 def test_uap_benchmark_summary_has_a_line_per_art_stopping_rule():
