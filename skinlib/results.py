@@ -269,6 +269,30 @@ def read_results(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def changed_values(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """The numbers that differ between two results tables of one experiment (say, a
+    published run and a rerun), matched on the context columns.
+
+    One row per context present in both whose ``value`` differs (``value_before``,
+    ``value_after``, ``change`` = after - before), plus one per context present in only
+    one table (``change`` NaN, ``only_in`` names the table). Empty when the two agree.
+
+    Examples:
+        >>> t = pd.DataFrame([{**{c: "" for c in CONTEXT_COLUMNS}, "metric": "accuracy", "value": 0.5,
+        ...                    "ci_low": 0.4, "ci_high": 0.6}])
+        >>> changed_values(t, t).empty
+        True
+        >>> float(changed_values(t, t.assign(value=0.52))["change"].iloc[0])
+        0.02
+    """
+    merged = before.merge(after, on=CONTEXT_COLUMNS, how="outer", suffixes=("_before", "_after"), indicator=True)
+    merged["change"] = (merged["value_after"] - merged["value_before"]).round(6)
+    merged["only_in"] = merged["_merge"].map({"left_only": "before", "right_only": "after", "both": ""})
+    moved = (merged["only_in"] != "") | ~(merged["value_before"].fillna(-1e9) == merged["value_after"].fillna(-1e9))
+    return merged.loc[moved, CONTEXT_COLUMNS + ["value_before", "value_after", "change", "only_in"]].reset_index(
+        drop=True)
+
+
 def _parses(v: str) -> bool:
     try:
         float(v)
