@@ -207,6 +207,31 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+#: The vector instructions that decide which float kernels TensorFlow's CPU build runs.
+_SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+
+
+def _cpu() -> str:
+    """The CPU's model name and its vector instruction sets, e.g. ``"AMD EPYC; avx2 fma avx512f"``.
+
+    Two machines with different sets run different float kernels, so the same seed can
+    train different weights on them; provenance records it per page for that reason.
+    """
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    simd = [f for f in _SIMD_FLAGS if f in flags]
+    return f"{name}; {' '.join(simd)}" if simd else name
+
+
 def _hardware() -> dict[str, Any]:
     mem_gib = None
     try:
@@ -221,8 +246,8 @@ def _hardware() -> dict[str, Any]:
         gpus = [g for g in out.stdout.strip().splitlines() if g]
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"platform": platform.platform(), "processor": platform.machine(), "node": platform.node(),
-            "cpu_count": os.cpu_count(), "memory_gib": mem_gib, "gpus": gpus}
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpu": _cpu(),
+            "node": platform.node(), "cpu_count": os.cpu_count(), "memory_gib": mem_gib, "gpus": gpus}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -364,7 +389,7 @@ def execute_one(profile: Profile, page: str, seed: Optional[int] = None, *, log_
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         record: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "git_commit": _git_commit(),
-                                  "seed": seed, "node": platform.node()}
+                                  "seed": seed, "node": platform.node(), "cpu": _cpu()}
         _say(f"{label} started")
         saved_env = {k: os.environ.get(k) for k in KERNEL_ENV}
         os.environ.update({k: os.environ.get(k) or v for k, v in KERNEL_ENV.items()})

@@ -52,6 +52,8 @@ def test_every_experiment_writes_every_metric(smoke_run):
 
     prov = json.loads((smoke_run / "provenance.json").read_text())
     assert all(prov["experiments"][e]["status"] == "ok" for e in EXPERIMENTS)
+    # each page names the CPU it ran on (its vector instructions decide the float kernels)
+    assert all(prov["experiments"][e]["cpu"] == prov["hardware"]["cpu"] != "" for e in EXPERIMENTS)
     frames = {e: pd.read_csv(smoke_run / f"{e}.csv", keep_default_na=False) for e in EXPERIMENTS}
     for e, df in frames.items():
         models = (SMOKE.adaptive.models or SMOKE.models) if e == "exp4_adaptive" else SMOKE.models

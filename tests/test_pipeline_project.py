@@ -132,3 +132,13 @@ def test_kernels_see_no_progress_bars(tmp_path):
             os.environ["SKINLIB_PROGRESS"] = saved
     text = "".join(o.get("text", "") for o in nbformat.read(out, as_version=4).cells[0].outputs)
     assert text.strip() == "False"
+
+
+
+def test_cpu_names_the_model_and_its_vector_instructions():
+    from skinlib.pipeline import _SIMD_FLAGS, _cpu
+
+    text = _cpu()
+    name, _, simd = text.partition("; ")
+    assert name.strip()
+    assert set(simd.split()) <= set(_SIMD_FLAGS)
