@@ -17,8 +17,8 @@ the training images are misclassified) against :func:`skinlib.attacks.uap_fast`
 (minibatch sign-gradient ascent, compiled, with the profile's ``uap.fast_*`` loss and
 labels; with ``fast_labels: predicted`` the clean predictions it climbs are part of its
 time, each image's predicted when a minibatch first draws it). Time to ART's result: an
-untimed probe run monitors the fast UAP's flip rate on the test images after every step and finds the
-first step ``N`` at which it reaches ART's final test flip rate; then a fresh run of
+untimed probe run monitors the fast UAP's flip rate on the test images after every step
+and finds the first step ``N`` at which it reaches ART's final test flip rate; then a fresh run of
 exactly ``N`` steps (same seed, so the same perturbation) is timed without any
 monitoring, ``cold`` (the compiled step traced again: its tracing is in the time) and
 ``warm`` (reused). ART's baseline runs on ART's stock ``TensorFlowV2Classifier`` (its

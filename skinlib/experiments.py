@@ -310,9 +310,12 @@ def retrained_model(run: Run, model_name: str, attack: str):
                 return np.round(adv * 255.0).astype(np.uint8)
             return perturb
 
+        def round_dir(round_idx: int) -> Path:  # one round's checkpoints (for a resume)
+            return folder / f"round{round_idx}"
+
         def train_fn(current, x_aug, y_aug, epochs: int, round_idx: int) -> None:
             models.train_model(current, (x_aug, y_aug), (run.x("val"), run.y("val")), run.profile.train,
-                               folder / f"round{round_idx}", seed=run.profile.seed + round_idx, epochs=epochs,
+                               round_dir(round_idx), seed=run.profile.seed + round_idx, epochs=epochs,
                                verbose=0)
 
         defences.adversarial_retraining(model, x_pool, y_pool, rounds=cfg.rounds,
@@ -320,7 +323,7 @@ def retrained_model(run: Run, model_name: str, attack: str):
                                         make_perturb_fn=make_perturb_fn, train_fn=train_fn, seed=run.profile.seed)
         models.save_model(model, folder / "model.keras")
         for round_idx in range(cfg.rounds):
-            models.discard_checkpoints(folder / f"round{round_idx}")
+            models.discard_checkpoints(round_dir(round_idx))
 
     folder = run.cache.run("retrain", params, compute, modules=_step_code())
     return models.load_model(folder / "model.keras")

@@ -577,8 +577,9 @@ def discard_checkpoints(workdir: str | Path) -> None:
     """Delete the ``workdir`` of a training whose model is saved (its checkpoints only serve a resume).
 
     The last and the best epoch's weights (Keras writes the Adam moments into both) take
-    about twice the room of the saved model. ``state.json`` (the commit point) goes first, so a run killed midway finds
-    no checkpoint and trains again instead of reading a half-deleted one.
+    about twice the room of the saved model. ``state.json`` (the commit point) goes first,
+    so a run killed midway finds no checkpoint and trains again instead of reading a
+    half-deleted one.
 
     Examples:
         >>> discard_checkpoints(Path(tempfile.mkdtemp()) / "never-made")   # a missing folder is fine

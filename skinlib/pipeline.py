@@ -36,6 +36,7 @@ step cache (:mod:`skinlib.steps`) lets concurrent jobs share a model or a UAP.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -211,11 +212,13 @@ def _versions() -> dict[str, str]:
 _SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu() -> str:
     """The CPU's model name and its vector instruction sets, e.g. ``"AMD EPYC; avx2 fma avx512f"``.
 
     Two machines with different sets run different float kernels, so the same seed can
     train different weights on them; provenance records it per page for that reason.
+    Read once per process (the page record and the hardware both name it).
     """
     name, flags = "", set()
     try:

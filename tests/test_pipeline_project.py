@@ -134,7 +134,6 @@ def test_kernels_see_no_progress_bars(tmp_path):
     assert text.strip() == "False"
 
 
-
 def test_cpu_names_the_model_and_its_vector_instructions():
     from skinlib.pipeline import _SIMD_FLAGS, _cpu
 
