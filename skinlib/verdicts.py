@@ -70,7 +70,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
     adaptive_undefended, adaptive_gain (lo, hi), won_back, square_minus_gradient (lo,
     hi), square_gain (lo, hi), square_won_back, curve_end, masking, caveat, verdict``.
     ``capped_by_masking`` is true where the numbers alone would say "holds" but a masking
-    flag lowers the label to "helps but does not hold".
+    flag lowers the label to "helps but does not hold"; ``masking_checks`` names the checks
+    that fired (``square_beats``, ``square_gain``, ``curve_end``; comma-separated).
     ``won_back`` is the share of the accuracy the undefended model loses to the adaptive
     attacks that the defence wins back; ``square_won_back`` the same for Square alone, on
     its images. Masking is flagged when Square beats the gradient attacks, when the eps
@@ -107,9 +108,10 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 c = system_curves(curves, model, defence, "eps")
                 if not c.empty:
                     curve_end = float(c.sort_values("x")["accuracy"].iloc[-1])
-            flags = []
+            flags, checks = [], []
             if np.isfinite(square[2]) and square[2] < 0:
                 flags.append("Square beats the gradient attacks")
+                checks.append("square_beats")
             # what Square alone takes from the undefended model, and wins back through the defence (its images)
             square_lost, square_gain, square_bites = _square_cells(r, defence)
             square_won_back = square_gain[0] / -square_lost[0] if square_bites else np.nan
@@ -118,6 +120,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                              f"undefended model ({_pts(square_gain[0])} points, {_pts(square_gain[1])} to "
                              f"{_pts(square_gain[2])}; on the undefended model it takes {-100 * square_lost[0]:.1f} points "
                              f"from clean), while the gradient attacks find a gain of {_pts(gain[0])}")
+                checks.append("square_gain")
             caveat = ""
             if not flags and _excludes_zero_above(square_power):
                 caveat = (f"Square, on the undefended model {_pts(square_power[0])} points above the gradient "
@@ -145,6 +148,7 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                     f"{100 * drop:.1f}-point fall taken off the gain (it then wins back {sure_won_back:.0%})")
             if np.isfinite(curve_end) and curve_end > CURVE_FLOOR:
                 flags.append(f"accuracy stays at {curve_end:.0%} at the largest eps")
+                checks.append("curve_end")
             if _excludes_zero_above(sure_gain):
                 verdict = HOLDS if np.isfinite(sure_won_back) and sure_won_back >= HOLD_WON_BACK else PARTIAL
             elif _excludes_zero_above(grey_gain) or _excludes_zero_above(transfer_gain):
@@ -168,7 +172,8 @@ def defence_verdicts(results: pd.DataFrame, curves: Optional[pd.DataFrame] = Non
                 "square_minus_gradient_high": square[2], "square_gain": square_gain[0],
                 "square_gain_low": square_gain[1], "square_gain_high": square_gain[2],
                 "square_won_back": square_won_back, "curve_end": curve_end,
-                "masking": "; ".join(flags) if flags else "none found", "caveat": caveat,
+                "masking": "; ".join(flags) if flags else "none found", "masking_checks": ",".join(checks),
+                "caveat": caveat,
                 "capped_by_masking": capped, "verdict": verdict,
             })
     return pd.DataFrame(out)
@@ -491,12 +496,24 @@ def _exp4(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdicts_over_seeds(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataFrame]]]) -> pd.DataFrame:
-    """Experiment 4's verdict on every training seed that ran it, side by side.
+    """Experiment 4's verdict on every training seed that ran it, side by side, and one over them.
 
     ``by_seed`` maps a seed to its results and curves. One row per model and defence: one
     column per seed (``seed K``) with the short verdict, ``masking flagged on`` (the seeds
-    where a masking check fired, "none" if none) and ``agree`` (every seed gave the same
-    label). A label that changes with the seed is not a finding yet (:func:`seed_agreement`).
+    where a masking check fired, "none" if none), ``agree`` (every seed gave the same
+    label), Square's gain through the defence pooled over the seeds where Square hurts the
+    undefended model (``square_pooled``, ``square_pooled_low``, ``square_pooled_high``,
+    ``square_pooled_q_p``: :func:`skinlib.metrics.pool_over_seeds`) and ``over seeds``, the
+    label the seeds support together:
+
+    - the shared label where every seed gives the same one;
+    - where they differ only because the check "Square gains nothing measurable through it"
+      capped "holds" on some seeds (no other check fired there, and every seed holds by its
+      numbers), that check is read once more on the pooled gain: an interval above 0 with
+      seeds that do not measure different effects (Cochran's Q p >= 0.05) clears it, and
+      the label is "holds" (one seed's 150-odd Square images have intervals about +-6
+      points wide, too wide to tell a real gain of 5 to 10 points from none);
+    - else "not settled": a label that changes with the seed is not a finding yet.
 
     Examples:
         >>> def rows(gain):
@@ -508,26 +525,41 @@ def verdicts_over_seeds(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataF
         ...             ("none", "worst_case", "whitebox", "accuracy", 0.1, 0.0, 0.2),
         ...             ("d", "worst_case", "whitebox", "accuracy_vs_undefended", *gain)]])
         >>> t = verdicts_over_seeds({0: (rows((0.5, 0.4, 0.6)), None), 1: (rows((0.2, 0.1, 0.3)), None)})
-        >>> t[["seed 0", "seed 1"]].iloc[0].tolist(), bool(t["agree"].iloc[0])
-        (['holds', 'helps but does not hold'], False)
+        >>> t[["seed 0", "seed 1", "over seeds"]].iloc[0].tolist(), bool(t["agree"].iloc[0])
+        (['holds', 'helps but does not hold', 'not settled'], False)
     """
-    labels: dict[tuple[str, str], dict[str, str]] = {}
-    flagged: dict[tuple[str, str], list[str]] = {}
+    per_seed: dict[tuple[str, str], dict[int, pd.Series]] = {}
     for seed, (results, curves) in sorted(by_seed.items()):
         for _, r in defence_verdicts(results, curves).iterrows():
-            key = (r["model"], r["defence"])
-            labels.setdefault(key, {})[f"seed {seed}"] = _SHORT_VERDICT.get(r["verdict"], r["verdict"])
-            flagged.setdefault(key, [])
-            if r["masking"] != "none found":
-                flagged[key].append(f"seed {seed}")
-    return pd.DataFrame([{"model": m, "defence": d, **c, "masking flagged on": ", ".join(flagged[(m, d)]) or "none",
-                          "agree": len(set(c.values())) == 1 and len(c) == len(by_seed)}
-                         for (m, d), c in labels.items()])
+            per_seed.setdefault((r["model"], r["defence"]), {})[seed] = r
+    out = []
+    for (model, defence), rows in per_seed.items():
+        labels = {f"seed {k}": _SHORT_VERDICT.get(r["verdict"], r["verdict"]) for k, r in rows.items()}
+        flagged = [f"seed {k}" for k, r in rows.items() if r["masking"] != "none found"]
+        agree = len(set(labels.values())) == 1 and len(rows) == len(by_seed)
+        # Square's gain, pooled over the seeds on which it measurably hurts the undefended model
+        bites = [(r["square_gain"], r["square_gain_low"], r["square_gain_high"]) for r in rows.values()
+                 if _finite(r["square_won_back"])]
+        pooled = pool_over_seeds(bites)
+        square_only = all(not r["capped_by_masking"] or r["masking_checks"] == "square_gain" for r in rows.values())
+        holds_by_numbers = all(r["verdict"] == HOLDS or r["capped_by_masking"] for r in rows.values())
+        if agree:
+            over = next(iter(labels.values()))
+        elif (len(rows) == len(by_seed) and holds_by_numbers and square_only and np.isfinite(pooled[1])
+              and pooled[1] > 0 and pooled[3] >= 0.05):
+            over = _SHORT_VERDICT[HOLDS]
+        else:
+            over = "not settled"
+        out.append({"model": model, "defence": defence, **labels, "masking flagged on": ", ".join(flagged) or "none",
+                    "agree": agree, "square_pooled": pooled[0], "square_pooled_low": pooled[1],
+                    "square_pooled_high": pooled[2], "square_pooled_q_p": pooled[3], "over seeds": over})
+    return pd.DataFrame(out)
 
 
 def seed_verdict_table(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`verdicts_over_seeds` for the page: one row per model and system (named in words),
-    the seeds grouped by the label they gave, so the table keeps its width however many seeds ran.
+    the seeds grouped by the label they gave, so the table keeps its width however many seeds ran,
+    then Square's pooled gain (points, 95% interval) and the label over the seeds.
 
     Examples:
         >>> t = pd.DataFrame([{"model": "m", "defence": "llt", "seed 0": "holds", "seed 1": "holds",
@@ -543,8 +575,11 @@ def seed_verdict_table(table: pd.DataFrame) -> pd.DataFrame:
             if isinstance(r[s], str):
                 by_label.setdefault(r[s], []).append(s.removeprefix("seed "))
         said = [f"{label} ({'seeds' if len(k) > 1 else 'seed'} {', '.join(k)})" for label, k in by_label.items()]
+        pooled = (f"{_pts(r['square_pooled'])} ({_pts(r['square_pooled_low'])} to {_pts(r['square_pooled_high'])})"
+                  if _finite(r.get("square_pooled", np.nan)) else "")
         rows.append({"model": r["model"], "system": system_text(r["defence"]), "verdict by seed": "; ".join(said),
-                     "masking flagged on": r["masking flagged on"]})
+                     "masking flagged on": r["masking flagged on"], "Square's gain, pooled (points)": pooled,
+                     "over the seeds": r.get("over seeds", "")})
     return pd.DataFrame(rows).set_index(["model", "system"])
 
 
@@ -648,12 +683,23 @@ def seed_agreement(table: pd.DataFrame) -> str:
 
     same = [f"{system_text(r['defence'])} ({r['model']}: {r[seeds[0]]}{flags(r)})"
             for _, r in table.iterrows() if r["agree"]]
-    moved = [f"{system_text(r['defence'])} ({r['model']}: "
-             + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str)) + f"{flags(r)})"
-             for _, r in table.iterrows() if not r["agree"]]
+    def by_seed(r: pd.Series) -> str:
+        return (f"{system_text(r['defence'])} ({r['model']}: "
+                + ", ".join(f"{s} {r[s]}" for s in seeds if isinstance(r[s], str)) + f"{flags(r)})")
+
+    settled = table.get("over seeds", pd.Series("not settled", index=table.index)) != "not settled"
+    moved = [by_seed(r) for i, r in table.iterrows() if not r["agree"] and not settled[i]]
+    pooled = [by_seed(r) + (f", where Square's gain pooled over the seeds is {_pts(r['square_pooled'])} points "
+                            f"({_pts(r['square_pooled_low'])} to {_pts(r['square_pooled_high'])}, Cochran's Q p "
+                            f"{_q_p(r['square_pooled_q_p'])}): the gradient-free check passes over the seeds and "
+                            f"the label over them is \"{r['over seeds']}\"")
+              for i, r in table.iterrows() if not r["agree"] and settled[i]]
     text = f"Over the {len(seeds)} training seeds that ran experiment 4 ({', '.join(seeds)}), "
     text += (f"the label is the same on every seed for {_and(same)}" if same else
              "no label is the same on every seed")
+    if pooled:
+        text += (f"; the label changes with the seed only through the flag \"Square gains nothing measurable\" "
+                 f"for {_and(pooled)}")
     if moved:
         text += (f"; it changes with the seed for {_and(moved)}, so there the label is not a finding yet")
     return text + "."

@@ -450,8 +450,36 @@ def test_verdicts_over_seeds_name_the_labels_that_move_and_the_flags():
     assert "one training seed" in verdicts.seed_agreement(verdicts.verdicts_over_seeds({0: holds}))
     # the page's table: seeds grouped by label, one column however many seeds ran
     shown = verdicts.seed_verdict_table(table)
-    assert list(shown.columns) == ["verdict by seed", "masking flagged on"]
+    assert list(shown.columns) == ["verdict by seed", "masking flagged on", "Square's gain, pooled (points)",
+                                   "over the seeds"]
     assert shown.iloc[0]["verdict by seed"] == "helps but does not hold (seed 0); holds (seeds 1, 2)"
+    # Square ran on one seed only: nothing to pool, and the moving label stays unsettled
+    assert shown.iloc[0]["over the seeds"] == "not settled" and shown.iloc[0]["Square's gain, pooled (points)"] == ""
+
+
+def test_a_square_flag_of_one_seed_is_read_again_on_the_gain_pooled_over_seeds():
+    # seed 0's Square gain reaches 0 (capped), seeds 1 and 2 see a clear one: pooled it is above 0
+    small, clear = (0.04, -0.014, 0.099), (0.113, 0.058, 0.174)
+    seeds = {0: (_with_square(small), None), 1: (_with_square(clear), None), 2: (_with_square((0.10, 0.04, 0.16)), None)}
+    row = verdicts.verdicts_over_seeds(seeds).iloc[0]
+    assert [row["seed 0"], row["seed 1"], row["seed 2"]] == ["helps but does not hold", "holds", "holds"]
+    assert not row["agree"] and row["over seeds"] == "holds"
+    value, lo, hi, p = metrics.pool_over_seeds([small, clear, (0.10, 0.04, 0.16)])
+    assert (row["square_pooled"], row["square_pooled_low"]) == pytest.approx((value, lo)) and lo > 0 and p >= 0.05
+    sentence = verdicts.seed_agreement(verdicts.verdicts_over_seeds(seeds))
+    assert "only through the flag" in sentence and 'the label over them is "holds"' in sentence
+    assert "not a finding yet" not in sentence
+    # the same seeds with Square's gains pooling to an interval that reaches 0: not settled
+    none = {k: (_with_square((0.01, -0.04, 0.06)), None) for k in (0, 1)} | {2: (_with_square(clear), None)}
+    assert verdicts.verdicts_over_seeds(none).iloc[0]["over seeds"] == "not settled"
+    # seeds that measure different effects (Cochran's Q p < 0.05) settle nothing either
+    apart = {0: (_with_square((-0.02, -0.06, 0.02)), None), 1: (_with_square((0.20, 0.15, 0.25)), None)}
+    assert verdicts.verdicts_over_seeds(apart).iloc[0]["over seeds"] == "not settled"
+    # another check fired on the capped seed (the eps curve stays high): the pooled Square cannot clear it
+    high = pd.DataFrame([{"model": "m", "defence": "d", "curve": "eps", "x": x, "accuracy": a}
+                         for x, a in ((0, 0.75), (16, 0.4))])
+    curved = {**seeds, 0: (_with_square(small), high)}
+    assert verdicts.verdicts_over_seeds(curved).iloc[0]["over seeds"] == "not settled"
 
 
 @pytest.mark.parametrize("gains, word", [
