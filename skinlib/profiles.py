@@ -79,7 +79,7 @@ class UAPConfig:
     n_train_images: int = 1000
     fast_batch_size: int = 64
     fast_epochs: int = 5
-    fast_learning_rate: float = 0.01  # eta, the sign step (pixel units); 0.005 until 2026-12-06
+    fast_learning_rate: float = 0.005
     fast_loss: str = "clipped"  # "ce", or "clipped": each image's loss capped at fast_beta (Shafahi et al.)
     fast_beta: float = 4.0
     fast_labels: str = "predicted"  # climb the loss of the "true" labels or of the clean "predicted" ones

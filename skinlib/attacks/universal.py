@@ -131,7 +131,7 @@ def uap_art(classifier: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] 
 
 
 def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = None, *, norm: str = "inf",
-             eps: float, batch_size: int = 64, epochs: int = 5, learning_rate: float = 0.01, seed: int = 0,
+             eps: float, batch_size: int = 64, epochs: int = 5, learning_rate: float = 0.005, seed: int = 0,
              step: str = "sign", loss: str = "ce", beta: float = 9.0, init: str = "zeros",
              x_monitor: Optional[np.ndarray] = None, stop_at: Optional[float] = None, check_every: int = 5,
              input_transform: Optional[Callable] = None,
