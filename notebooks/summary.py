@@ -128,7 +128,7 @@ exp4_by_seed = {k: (frame, curves_by_seed.get(k)) for k, frame in adaptive_by_se
 if adaptive_by_seed:
     over_seeds_verdicts = verdicts.verdicts_over_seeds(exp4_by_seed)
     display(Markdown(f"**Experiment 4's verdicts over training seeds.** {verdicts.seed_agreement(over_seeds_verdicts)}"))
-    display(styled(verdicts.seed_verdict_table(over_seeds_verdicts)))
+    display(styled(verdicts.seed_verdict_table(over_seeds_verdicts), wrap=["verdict by seed", "over the seeds"]))
 
 # %% [markdown]
 # Another seed is one test of a verdict; the same seed trained again is another. One rerun

@@ -249,12 +249,16 @@ class TablesBy:
         return "\n\n".join(f"{self.by} {name}\n{t.to_string()}" for name, t in self.tables.items())
 
 
-def styled(table: pd.DataFrame):
-    """``table`` as a Styler whose cells never wrap (value and interval stay on one line; headers may)."""
-    return table.style.set_table_styles([
+def styled(table: pd.DataFrame, wrap: Sequence[str] = ()):
+    """``table`` as a Styler whose cells never wrap (value and interval stay on one line; headers may),
+    except those of the text columns named in ``wrap``, which may wrap (at least 9em wide)."""
+    style = table.style.set_table_styles([
         {"selector": "td, th.row_heading", "props": "white-space: nowrap; font-size: 0.85em; padding: 0.2em 0.5em;"},
         {"selector": "th.col_heading", "props": "font-size: 0.85em; padding: 0.2em 0.5em; text-align: right;"},
     ])
+    if wrap:
+        style = style.set_properties(subset=list(wrap), **{"white-space": "normal !important", "min-width": "9em"})
+    return style
 
 
 

@@ -559,7 +559,8 @@ def verdicts_over_seeds(by_seed: dict[int, tuple[pd.DataFrame, Optional[pd.DataF
 def seed_verdict_table(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`verdicts_over_seeds` for the page: one row per model and system (named in words),
     the seeds grouped by the label they gave, so the table keeps its width however many seeds ran,
-    then Square's pooled gain (points, 95% interval) and the label over the seeds.
+    then Square's pooled gain (points, 95% interval) and the label over the seeds. With one model
+    the index is the system alone, the model named in its header.
 
     Examples:
         >>> t = pd.DataFrame([{"model": "m", "defence": "llt", "seed 0": "holds", "seed 1": "holds",
@@ -575,12 +576,15 @@ def seed_verdict_table(table: pd.DataFrame) -> pd.DataFrame:
             if isinstance(r[s], str):
                 by_label.setdefault(r[s], []).append(s.removeprefix("seed "))
         said = [f"{label} ({'seeds' if len(k) > 1 else 'seed'} {', '.join(k)})" for label, k in by_label.items()]
-        pooled = (f"{_pts(r['square_pooled'])} ({_pts(r['square_pooled_low'])} to {_pts(r['square_pooled_high'])})"
+        pooled = (f"{_pts(r['square_pooled'])} [{_pts(r['square_pooled_low'])}, {_pts(r['square_pooled_high'])}]"
                   if _finite(r.get("square_pooled", np.nan)) else "")
         rows.append({"model": r["model"], "system": system_text(r["defence"]), "verdict by seed": "; ".join(said),
                      "masking flagged on": r["masking flagged on"], "Square's gain, pooled (points)": pooled,
                      "over the seeds": r.get("over seeds", "")})
-    return pd.DataFrame(rows).set_index(["model", "system"])
+    frame = pd.DataFrame(rows)
+    if frame["model"].nunique() == 1:  # one model: its name heads the systems, the table stays narrow
+        return frame.drop(columns="model").set_index("system").rename_axis(f"system ({frame['model'].iloc[0]})")
+    return frame.set_index(["model", "system"])
 
 
 #: The harder cascade has flattened out when its last :data:`STRESS_TAIL` attacks each break at
