@@ -131,14 +131,16 @@ if adaptive_by_seed:
     display(styled(verdicts.seed_verdict_table(over_seeds_verdicts), wrap=["verdict by seed", "over the seeds"]))
 
 # %% [markdown]
-# Another seed is one test of a verdict; the same seed trained again is another. One rerun
-# of seed 0 of `ham10000` is kept beside the published run and compared with it in
-# {ref}`same-seed-rerun`: every defence's accuracy under the gradient attacks came back
-# within about a point, but the gradient-free check did not. There Square's gain through
-# the LLT and through retraining with the LLT had intervals reaching zero, so both were
-# flagged for gradient masking and retraining with the LLT fell from "holds" to "helps but
-# does not hold". A verdict of "holds" for retraining with the LLT is therefore a verdict
-# against the gradient attacks, not yet one the gradient-free check confirms.
+# Another seed is one test of a verdict; the same seed trained again is another. Seed 0
+# was retrained and rerun at one commit, and {ref}`same-seed-rerun` compares it with the
+# tables published before: every defence's accuracy under the gradient attacks came back
+# within about a point, but the gradient-free check did not. Square's gain through the LLT
+# and through retraining with the LLT now has intervals that reach zero on seed 0, so that
+# seed flags both systems for gradient masking, and there retraining with the LLT falls
+# from "holds" to "helps but does not hold". One seed's 150 Square images cannot tell a
+# real gain of a few points from none; the table above therefore also reads that flag on
+# Square's gain pooled over the seeds, and its last column gives the label the seeds
+# support together.
 
 # %% [markdown]
 # ## The defences that hold, attacked harder
