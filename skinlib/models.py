@@ -509,11 +509,18 @@ def _atomic_save_arrays(arrays: list[np.ndarray], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _seed_generators(model: keras.Model) -> list:
+    """The random states of the model's layers (its dropout masks): not among its weights, so
+    a checkpoint keeps them apart (without them a resumed run draws other masks)."""
+    return [g for layer in model._flatten_layers() for g in (getattr(layer, "_seed_generators", None) or [])]
+
+
 class _Checkpointer(keras.callbacks.Callback):
     """Validation metrics, best-on-validation tracking and a crash-safe checkpoint per epoch.
 
     After each epoch: the weights (``epoch-NNN.weights.h5``), the optimizer state
-    (``epoch-NNN.optimizer.npz``) and, when the epoch is the best so far, the best weights
+    (``epoch-NNN.optimizer.npz``), the layers' random states (``epoch-NNN.rng.npz``, see
+    :func:`_seed_generators`) and, when the epoch is the best so far, the best weights
     (``best-NNN.weights.h5``) are written, each through a temporary file and ``os.replace``;
     then ``state.json`` (the commit point) is replaced to point at them, and older files
     are deleted. A run killed at any moment therefore finds a consistent ``state.json``
@@ -550,10 +557,13 @@ class _Checkpointer(keras.callbacks.Callback):
             st["history"].setdefault(k, []).append(float(v))
         score = (logs["val_macro_recall"], -logs["val_loss"])
         tag = f"{epoch + 1:03d}"
-        files = {"weights": f"epoch-{tag}.weights.h5", "optimizer": f"epoch-{tag}.optimizer.npz"}
+        files = {"weights": f"epoch-{tag}.weights.h5", "optimizer": f"epoch-{tag}.optimizer.npz",
+                 "rng": f"epoch-{tag}.rng.npz"}
         _atomic_save_weights(self.model, self.workdir / files["weights"])
         _atomic_save_arrays([ops.convert_to_numpy(v) for v in self.model.optimizer.variables],
                             self.workdir / files["optimizer"])
+        _atomic_save_arrays([ops.convert_to_numpy(g.state) for g in _seed_generators(self.model)],
+                            self.workdir / files["rng"])
         if st["best"] is None or score > tuple(st["best"]["score"]):
             best = f"best-{tag}.weights.h5"
             _atomic_save_weights(self.model, self.workdir / best)
@@ -736,6 +746,13 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
     data = _EpochData(xt, yt, cfg.batch_size, seed=seed, augment=cfg.augment, class_weight=class_weight)
     strategy = _strategy(cfg.distribute)
     net = model if strategy is None else _replicate(model, strategy)  # the model that trains
+    if state["epoch"] > 0 and "rng" in state["files"]:  # resume the dropout masks where they stopped
+        with np.load(workdir / state["files"]["rng"]) as npz:
+            states = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+        generators = _seed_generators(net)
+        if len(states) == len(generators):
+            for g, a in zip(generators, states):
+                g.state.assign(a)
     start = 0
     for phase, n, lr in phases:
         end = start + n

@@ -272,9 +272,11 @@ class _Killed(Exception):
     pass
 
 
-def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["resnet_tiny", "resnet_small"])  # resnet_small: dropout, a random state
+def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      name: str) -> None:
     cfg = replace(CFG, epochs=3)
-    _, straight = _train(tmp_path / "straight", cfg=cfg)
+    straight_model, straight = _train(tmp_path / "straight", cfg=cfg, name=name)
     original = M._Checkpointer.on_epoch_end
 
     def dies_after_epoch_2(self, epoch, logs=None):
@@ -286,11 +288,12 @@ def test_killed_run_resumes_like_an_uninterrupted_one(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(M._Checkpointer, "on_epoch_end", dies_after_epoch_2)
     with pytest.raises(_Killed):
-        _train(tmp_path / "killed", cfg=cfg)
+        _train(tmp_path / "killed", cfg=cfg, name=name)
     monkeypatch.setattr(M._Checkpointer, "on_epoch_end", original)
     assert json.loads((tmp_path / "killed" / "state.json").read_text())["epoch"] == 2
-    _, resumed = _train(tmp_path / "killed", cfg=cfg)
+    resumed_model, resumed = _train(tmp_path / "killed", cfg=cfg, name=name)
     assert resumed == straight
+    _assert_same_weights(_weights(resumed_model), _weights(straight_model))
     assert not (tmp_path / "killed" / ".epoch-003.weights.h5.abc.weights.h5").exists()
 
 
