@@ -509,6 +509,16 @@ def _atomic_save_arrays(arrays: list[np.ndarray], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _restore_arrays(path: Path, variables: list) -> None:
+    """Assign the arrays saved by :func:`_atomic_save_arrays` at ``path`` to ``variables``, in order,
+    when they fit them one for one (count and shapes); else leave the variables as they are."""
+    with np.load(path) as npz:
+        arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    if len(arrays) == len(variables) and all(a.shape == tuple(v.shape) for a, v in zip(arrays, variables)):
+        for v, a in zip(variables, arrays):
+            v.assign(a)
+
+
 def _seed_generators(model: keras.Model) -> list:
     """The random states of the model's layers (its dropout masks): not among its weights, so
     a checkpoint keeps them apart (without them a resumed run draws other masks)."""
@@ -747,12 +757,7 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
     strategy = _strategy(cfg.distribute)
     net = model if strategy is None else _replicate(model, strategy)  # the model that trains
     if state["epoch"] > 0 and "rng" in state["files"]:  # resume the dropout masks where they stopped
-        with np.load(workdir / state["files"]["rng"]) as npz:
-            states = [npz[f"arr_{i}"] for i in range(len(npz.files))]
-        generators = _seed_generators(net)
-        if len(states) == len(generators):
-            for g, a in zip(generators, states):
-                g.state.assign(a)
+        _restore_arrays(workdir / state["files"]["rng"], [g.state for g in _seed_generators(net)])
     start = 0
     for phase, n, lr in phases:
         end = start + n
@@ -765,12 +770,7 @@ def train_model(model: keras.Model, train: tuple[np.ndarray, np.ndarray], val: t
                 with strategy.scope():
                     _compile(net, lr, n * data.steps, jit)
             if state["epoch"] > start and state["phase"] == phase:  # resume mid-phase: optimizer state too
-                with np.load(workdir / state["files"]["optimizer"]) as npz:
-                    arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
-                variables = net.optimizer.variables
-                if len(arrays) == len(variables) and all(a.shape == tuple(v.shape) for a, v in zip(arrays, variables)):
-                    for v, a in zip(variables, arrays):
-                        v.assign(a)
+                _restore_arrays(workdir / state["files"]["optimizer"], net.optimizer.variables)
             first = max(state["epoch"], start)
             ckpt = _Checkpointer(workdir, state, (xv, yv), cfg.batch_size, phase)
             net.fit(data.dataset(first, end), epochs=end, initial_epoch=first, steps_per_epoch=data.steps,
