@@ -206,8 +206,9 @@ def fast_uap(run: Run, model: Any, x: np.ndarray, y: np.ndarray, budget: float,
     cfg = run.profile.uap
     return attacks.uap_fast(model, x, y if cfg.fast_labels == "true" else None, norm=cfg.norm, eps=budget,
                             batch_size=cfg.fast_batch_size, epochs=cfg.fast_epochs,
-                            learning_rate=cfg.fast_learning_rate, loss=cfg.fast_loss, beta=cfg.fast_beta,
-                            seed=run.profile.seed, input_transform=input_transform)
+                            learning_rate=cfg.fast_learning_rate, warmup_steps=cfg.fast_warmup_steps,
+                            loss=cfg.fast_loss, beta=cfg.fast_beta, seed=run.profile.seed,
+                            input_transform=input_transform)
 
 
 def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_key: str = "undefended",

@@ -80,6 +80,7 @@ class UAPConfig:
     fast_batch_size: int = 64
     fast_epochs: int = 5
     fast_learning_rate: float = 0.005
+    fast_warmup_steps: int = 2  # the first steps take the whole budget as their size, then fast_learning_rate
     fast_loss: str = "clipped"  # "ce", or "clipped": each image's loss capped at fast_beta (Shafahi et al.)
     fast_beta: float = 4.0
     fast_labels: str = "predicted"  # climb the loss of the "true" labels or of the clean "predicted" ones
@@ -241,6 +242,7 @@ def _validate(profile: Profile, origin: str) -> Profile:
         (profile.uap.norm in ("inf", "2"), "uap.norm", "must be inf or 2"),
         (profile.uap.fast_loss in ("ce", "clipped"), "uap.fast_loss", "must be ce or clipped"),
         (profile.uap.fast_beta > 0, "uap.fast_beta", "must be positive"),
+        (profile.uap.fast_warmup_steps >= 0, "uap.fast_warmup_steps", "must be 0 or more"),
         (profile.uap.fast_labels in ("true", "predicted"), "uap.fast_labels", "must be true or predicted"),
         (0 < profile.retraining.fraction <= 1, "retraining.fraction", "must lie in (0, 1]"),
         (all(1 <= q <= 100 for q in [profile.llt.quality, *profile.llt.quality_sweep]), "llt.quality",

@@ -403,7 +403,7 @@ def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, e
              beta: float = 9.0, init: str = "zeros", x_monitor: Optional[np.ndarray] = None,
              stop_at: Optional[float] = None, check_every: int = 5,
              input_transform: Optional[Callable] = None,
-             max_steps: Optional[int] = None) -> tuple[np.ndarray, dict[str, Any]]:
+             max_steps: Optional[int] = None, warmup_steps: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Compiled stochastic-gradient universal perturbation (the core of ``attacks.uap_fast``).
 
     See :func:`skinlib.attacks.uap_fast` for the method and the arguments. ``x`` float32
@@ -425,7 +425,10 @@ def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, e
         d0 = np.zeros(shape, np.float32)
     else:  # "uniform": a small random start inside the ball
         d0 = project(rng.uniform(-eps, eps, shape).astype(np.float32) * 0.1, norm, eps)
-    runner.reset(d0, float(learning_rate), float(eps))
+    # Warm-up: the first `warmup_steps` steps move delta by the whole budget (a sign step of
+    # size eps in L-inf, a step of L2 length eps in L2), then `learning_rate` takes over.
+    warm_lr = float(eps) if norm == "inf" else float(eps) / float(np.sqrt(np.prod(shape)))
+    runner.reset(d0, warm_lr if warmup_steps > 0 else float(learning_rate), float(eps))
 
     def monitor_preds(xm: np.ndarray, d: Any) -> np.ndarray:
         return np.concatenate([runner.predict(xm[i:i + 256], d).numpy() for i in range(0, len(xm), 256)])
@@ -452,6 +455,8 @@ def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, e
                 y64[unseen] = clean_labels(x32[unseen])
             runner.train_step(x32[idx], y64[idx])
             steps += 1
+            if steps == warmup_steps:
+                runner.lr.assign(float(learning_rate))
             if max_steps is not None and steps >= max_steps:
                 stopped = True
                 break

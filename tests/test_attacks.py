@@ -228,11 +228,40 @@ def test_uap_fast_early_stopping(problem):
     assert info3["steps"] == 3
 
 
+@pytest.mark.parametrize("norm,eps", [("inf", 8 / 255), ("2", 0.5)])
+def test_uap_fast_warmup_steps_move_by_the_whole_budget_then_by_the_learning_rate(problem, norm, eps):
+    model, x, y = problem["model"], problem["x"], problem["y"]
+    lr = 0.001
+    kw = dict(norm=norm, eps=eps, epochs=3, learning_rate=lr, seed=0)
+
+    def run(steps: int, warmup: int) -> np.ndarray:
+        return attacks.uap_fast(model, x, y, max_steps=steps, warmup_steps=warmup, **kw)[0]
+
+    first = run(1, 1)
+    if norm == "inf":  # one sign step of size eps from zero: every pixel with a gradient sits on the box
+        moved = first != 0
+        assert moved.mean() > 0.9
+        np.testing.assert_allclose(np.abs(first[moved]), eps, rtol=1e-6)
+        assert np.abs(run(2, 0)).max() == pytest.approx(2 * lr, rel=1e-5)  # no warm-up: two small steps
+    else:  # one step of L2 length eps
+        assert np.linalg.norm(first) == pytest.approx(eps, rel=1e-4)
+        assert np.linalg.norm(run(2, 0)) < 2 * lr * np.sqrt(first.size) * (1 + 1e-4)
+    # After the warm-up the small steps take over: the third step moves delta by lr per pixel.
+    after_two, after_three = run(2, 2), run(3, 2)
+    change = after_three - after_two
+    if norm == "inf":
+        assert 0 < np.abs(change).max() <= lr + 1e-6
+    else:
+        assert 0 < np.linalg.norm(change) <= lr * np.sqrt(first.size) * (1 + 1e-4)
+    np.testing.assert_array_equal(run(2, 2), after_two)  # deterministic with the warm-up too
+
+
 def test_uap_fast_bad_parameters(problem):
     m, x, y = problem["model"], problem["x"][:10], problem["y"][:10]
     for kwargs in ({"norm": "1", "eps": 0.1}, {"eps": -0.1}, {"eps": 0.1, "epochs": 0},
                    {"eps": 0.1, "step": "newton"}, {"eps": 0.1, "learning_rate": 0}, {"eps": 0.1, "stop_at": 2.0},
-                   {"eps": 0.1, "batch_size": 0}, {"eps": 0.1, "max_steps": 0}):
+                   {"eps": 0.1, "batch_size": 0}, {"eps": 0.1, "max_steps": 0}, {"eps": 0.1, "warmup_steps": -1},
+                   {"eps": 0.1, "warmup_steps": 1.5}):
         with pytest.raises(SkinlibError):
             attacks.uap_fast(m, x, y, **kwargs)
     with pytest.raises(SkinlibError, match="x_train"):

@@ -91,7 +91,8 @@ def test_cli_bad_profile_is_one_line_exit_2(tmp_path):
 
 @pytest.mark.parametrize("key,value,allowed", [("fast_loss", "hinge", "ce or clipped"),
                                                ("fast_labels", "guessed", "true or predicted"),
-                                               ("fast_beta", 0, "must be positive")])
+                                               ("fast_beta", 0, "must be positive"),
+                                               ("fast_warmup_steps", -1, "must be 0 or more")])
 def test_fast_uap_settings_are_checked(tmp_path, key, value, allowed):
     with pytest.raises(SkinlibError) as err:
         load_profile(_write(tmp_path, f"name: x\nuap:\n  {key}: {value}\n"))

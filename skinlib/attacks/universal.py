@@ -135,7 +135,7 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
              step: str = "sign", loss: str = "ce", beta: float = 9.0, init: str = "zeros",
              x_monitor: Optional[np.ndarray] = None, stop_at: Optional[float] = None, check_every: int = 5,
              input_transform: Optional[Callable] = None,
-             max_steps: Optional[int] = None) -> tuple[np.ndarray, dict[str, Any]]:
+             max_steps: Optional[int] = None, warmup_steps: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """Universal perturbation by minibatch stochastic gradient ascent (Shafahi et al. 2020).
 
     One perturbation ``delta`` (start: zeros, or ``init="uniform"``: a small seeded random
@@ -145,7 +145,10 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
     ``learning_rate * sign(grad)`` for L-inf, ``learning_rate * sqrt(d) * grad/|grad|`` for
     L2 (same per-pixel size), or an Adam step (``step="adam"``); after each step
     ``delta`` is PROJECTED onto the budget (L-inf: clip to ``[-eps, eps]``; L2: rescale
-    to norm ``<= eps``). The minibatch step is compiled with ``tf.function``
+    to norm ``<= eps``). ``warmup_steps``: the first steps move ``delta`` by the whole
+    budget (step size ``eps``, a universal FGSM step on each minibatch) before
+    ``learning_rate`` takes over, so the perturbation is strong after a few steps and is
+    then refined by the small steps. The minibatch step is compiled with ``tf.function``
     (:func:`skinlib.tf_backend.fast_uap`). Deterministic for a seed.
 
     Early stopping: with ``stop_at`` set, every ``check_every`` steps the flip rate on
@@ -161,7 +164,8 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
             the LLT: real WebP forward, straight-through gradient).
         x_train, y_train: images and true labels (``None``: the clean predictions of the
             system attacked, each image's predicted when a minibatch first draws it).
-        norm, eps: the budget; batch_size, epochs, learning_rate, seed: the optimiser.
+        norm, eps: the budget; batch_size, epochs, learning_rate, seed: the optimiser;
+            warmup_steps: how many first steps take the whole budget as their size.
 
     Returns:
         ``(perturbation (S, S, 3) float32, info)`` with ``wall_s`` (the optimisation, with
@@ -195,6 +199,8 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
         raise SkinlibError(f"stop_at: expected a flip rate in (0, 1], got {stop_at!r}")
     if max_steps is not None:
         max_steps = _check_positive_int(max_steps, "max_steps")
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0:
+        raise SkinlibError(f"warmup_steps: expected a whole number >= 0, got {warmup_steps!r}")
     keras_model = tf_backend.keras_model_of(model)
     x = as_float_images(x_train, "x_train")
     y = _labels(y_train, len(x), "y_train")
@@ -203,7 +209,9 @@ def uap_fast(model: Any, x_train: np.ndarray, y_train: Optional[np.ndarray] = No
                                   epochs=epochs, learning_rate=float(learning_rate), seed=seed, step=step,
                                   loss=loss, beta=float(beta), init=init, x_monitor=xm,
                                   stop_at=None if stop_at is None else float(stop_at), check_every=check_every,
-                                  input_transform=input_transform, max_steps=max_steps)
-    info.update({"method": "uap_fast", "n_train": len(x), "norm": norm, "eps": float(eps)})
+                                  input_transform=input_transform, max_steps=max_steps,
+                                  warmup_steps=int(warmup_steps))
+    info.update({"method": "uap_fast", "n_train": len(x), "norm": norm, "eps": float(eps),
+                 "warmup_steps": int(warmup_steps)})
     info.update(_universal_info(keras_model, x, y, v, batch_size))
     return v, info
