@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,6 +21,9 @@
 # with `python benchmarks/bench_attacks.py`, `python benchmarks/bench_llt.py`,
 # `python benchmarks/bench_training.py` and `python benchmarks/bench_grid.py` (the whole
 # profile run by Snakemake on every core against `skinlib run`, each from nothing).
+# `python benchmarks/uap_warmup.py` is not about speed: it checks, paired over attack
+# seeds, that the fast UAP's warm-up (which brings it to ART's flip rate sooner) leaves
+# the finished perturbation as strong.
 
 # %% tags=["parameters"]
 profile = "default"
@@ -48,6 +51,8 @@ for bench, prof, table in found:
         display(Markdown(benchmark_uap_note(rows, results_root())))
     if bench == "pgd" and prof is not None:
         display(Markdown(report.pgd_benchmark_summary(table.assign(profile=prof))))
+    if bench == "uap_warmup" and prof is not None:
+        display(Markdown(report.uap_warmup_summary(table.assign(profile=prof))))
     if bench == "grid" and prof is not None:
         display(Markdown(report.grid_benchmark_summary(table.assign(profile=prof))))
     view, taken_out = benchmark_view(table)
