@@ -38,19 +38,19 @@ SETTINGS = ("undefended", "llt_greybox", "llt_whitebox")
 
 
 def accuracies(run, model, warmup: int, seed: int) -> dict[str, float]:
-    """Test accuracy in each of :data:`SETTINGS` for one warm-up and one attack seed."""
+    """Test accuracy in each of :data:`SETTINGS` for one warm-up and one attack seed.
+
+    The perturbations come from :func:`skinlib.experiments.fast_uap`, the experiments' own call,
+    with only the seed and the warm-up replaced."""
     from skinlib import attacks, experiments, models
 
-    cfg = run.profile.uap
-    x, _ = experiments.uap_training_images(run)
+    x, y = experiments.uap_training_images(run)
     x_te, y_te = run.x01("test"), run.y("test")
     llt = experiments._llt(run)
-    kw = dict(norm=cfg.norm, eps=experiments.uap_budget(run), batch_size=cfg.fast_batch_size,
-              epochs=cfg.fast_epochs, learning_rate=cfg.fast_learning_rate, loss=cfg.fast_loss,
-              beta=cfg.fast_beta, seed=seed, warmup_steps=warmup)
-    y_fit = None if cfg.fast_labels == "predicted" else experiments.uap_training_images(run)[1]
-    grey, _ = attacks.uap_fast(model, x, y_fit, **kw)
-    white, _ = attacks.uap_fast(model, x, y_fit, input_transform=llt.tf_transform(), **kw)
+    budget = attacks.uap_budget(x, run.profile.uap.norm, eps=run.profile.uap.eps, zeta=run.profile.uap.zeta)
+    grey, _ = experiments.fast_uap(run, model, x, y, budget, seed=seed, warmup_steps=warmup)
+    white, _ = experiments.fast_uap(run, model, x, y, budget, input_transform=llt.tf_transform(), seed=seed,
+                                    warmup_steps=warmup)
 
     def accuracy(images: np.ndarray) -> float:
         return float(np.mean(models.predict_labels(model, images) == y_te))

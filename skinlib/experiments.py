@@ -196,19 +196,23 @@ def uap_budget(run: Run) -> float:
 
 
 def fast_uap(run: Run, model: Any, x: np.ndarray, y: np.ndarray, budget: float,
-             input_transform: Optional[Callable] = None) -> tuple[np.ndarray, dict[str, Any]]:
+             input_transform: Optional[Callable] = None, *, seed: Optional[int] = None,
+             warmup_steps: Optional[int] = None) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`skinlib.attacks.uap_fast` with the profile's ``uap.fast_*`` settings.
 
     ``uap.fast_labels: predicted`` climbs the loss of the model's clean predictions instead
     of ``y`` (the flip rate's reference), ``uap.fast_loss: clipped`` caps each image's loss
     at ``uap.fast_beta`` (Shafahi et al. 2020, https://arxiv.org/abs/1811.11304).
+    ``seed`` and ``warmup_steps`` replace the profile's ``seed`` and
+    ``uap.fast_warmup_steps`` (``benchmarks/uap_warmup.py`` varies both).
     """
     cfg = run.profile.uap
     return attacks.uap_fast(model, x, y if cfg.fast_labels == "true" else None, norm=cfg.norm, eps=budget,
                             batch_size=cfg.fast_batch_size, epochs=cfg.fast_epochs,
-                            learning_rate=cfg.fast_learning_rate, warmup_steps=cfg.fast_warmup_steps,
-                            loss=cfg.fast_loss, beta=cfg.fast_beta, seed=run.profile.seed,
-                            input_transform=input_transform)
+                            learning_rate=cfg.fast_learning_rate,
+                            warmup_steps=cfg.fast_warmup_steps if warmup_steps is None else warmup_steps,
+                            loss=cfg.fast_loss, beta=cfg.fast_beta,
+                            seed=run.profile.seed if seed is None else seed, input_transform=input_transform)
 
 
 def compute_uap(run: Run, model_name: str, method: str, *, target=None, target_key: str = "undefended",

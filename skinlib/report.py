@@ -593,11 +593,13 @@ def uap_warmup_summary(table: pd.DataFrame) -> str:
         >>> print(uap_warmup_summary(t))
         - `p`: over 15 attack seeds, the 2 warm-up steps moved the accuracy under the finished perturbation by at most 0.6 points (m, llt greybox), and every paired 95% interval covers zero. One variant's accuracy spreads over the seeds by up to 2.6 points (standard deviation; m, llt greybox).
     """
+    def where(row: pd.Series) -> str:
+        return f"{row['model']}, {str(row['setting']).replace('_', ' ')}"
+
     lines = []
     for profile, rows in table.groupby("profile", sort=True):
         rows = rows.reset_index(drop=True)
         big = rows.loc[rows["difference"].abs().idxmax()]
-        where = lambda r: f"{r['model']}, {str(r['setting']).replace('_', ' ')}"  # noqa: E731
         excludes = rows[(rows["ci_low"] > 0) | (rows["ci_high"] < 0)]
         verdict = ("every paired 95% interval covers zero" if excludes.empty else
                    "the paired 95% interval excludes zero for " + "; ".join(where(r) for _, r in excludes.iterrows()))

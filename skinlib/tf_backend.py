@@ -320,7 +320,7 @@ class _UAPStep:
         self.eps = tf.Variable(0.0, trainable=False)
         # L2 steps are scaled by sqrt(dim) so that the learning rate is a per-pixel step in
         # both norms (a sign step has L2 length sqrt(dim) * lr).
-        l2_scale = float(np.sqrt(np.prod(shape)))
+        self.l2_scale = l2_scale = float(np.sqrt(np.prod(shape)))
         tx = transform if transform is not None else (lambda z: z)
         delta, m, v, t, lr, eps = self.delta, self.m, self.v, self.t, self.lr, self.eps
         b1, b2, tiny = 0.9, 0.999, 1e-8
@@ -427,7 +427,7 @@ def fast_uap(model: Any, x: np.ndarray, y: Optional[np.ndarray], *, norm: str, e
         d0 = project(rng.uniform(-eps, eps, shape).astype(np.float32) * 0.1, norm, eps)
     # Warm-up: the first `warmup_steps` steps move delta by the whole budget (a sign step of
     # size eps in L-inf, a step of L2 length eps in L2), then `learning_rate` takes over.
-    warm_lr = float(eps) if norm == "inf" else float(eps) / float(np.sqrt(np.prod(shape)))
+    warm_lr = float(eps) if norm == "inf" else float(eps) / runner.l2_scale
     runner.reset(d0, warm_lr if warmup_steps > 0 else float(learning_rate), float(eps))
 
     def monitor_preds(xm: np.ndarray, d: Any) -> np.ndarray:

@@ -11,7 +11,8 @@ def test_the_warmup_comparison_pairs_the_seeds_in_every_setting(tmp_path, run_be
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(out)
     models = set(table["model"])
-    assert models == {"resnet_tiny", "inception_tiny"} and len(table) == 3 * len(models) and set(table["setting"]) == {"undefended", "llt_greybox", "llt_whitebox"}
+    assert models == {"resnet_tiny", "inception_tiny"} and len(table) == 3 * len(models)
+    assert set(table["setting"]) == {"undefended", "llt_greybox", "llt_whitebox"}
     assert (table["seeds"] == 2).all() and (table["warmup_steps"] == 2).all()
     for col in ("accuracy_no_warmup", "accuracy_warmup"):
         assert table[col].between(0, 1).all()
